@@ -1,0 +1,130 @@
+"""Standard `TCPServer` usage keeps working: listen, stop, unix sockets, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clients import HOST, TIMEOUT, connect, wait_closed_by_server
+from conftest import IMPLS
+from tornado.netutil import bind_unix_socket
+from tornado.testing import ExpectLog, bind_unused_port
+
+from tornado_echo.server import EchoServer
+
+pytestmark = pytest.mark.asyncio
+
+
+def _free_port() -> int:
+    sock, port = bind_unused_port()
+    sock.close()
+    return port
+
+
+async def test_listen_then_stop_keeps_open_connections(impl: str) -> None:
+    server = IMPLS[impl]()
+    port = _free_port()
+    server.listen(port, HOST)
+    try:
+        reader, writer = await connect(port)
+        writer.write(b"a")
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.readexactly(1) == b"a"
+        server.stop()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(HOST, port)
+        # stop() only closes listeners, exactly like TCPServer.stop().
+        writer.write(b"b")
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.readexactly(1) == b"b"
+        writer.close()
+    finally:
+        await server.shutdown(timeout=0)
+
+
+async def test_unix_socket(impl: str, tmp_path: Path) -> None:
+    server = IMPLS[impl]()
+    path = str(tmp_path / "echo.sock")
+    server.add_sockets([bind_unix_socket(path)])
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(b"over a unix socket")
+            writer.write_eof()
+            assert await reader.read() == b"over a unix socket"
+            writer.close()
+    finally:
+        await server.shutdown(timeout=0)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A throwaway self-signed certificate for 127.0.0.1 (needs ``openssl``)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+            "-keyout", key, "-out", cert, "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )  # fmt: skip
+    yield cert, key
+    for name in (cert, key):
+        os.unlink(name)
+
+
+async def test_ssl_options_give_a_tls_echo(certificate: tuple[str, str]) -> None:
+    cert, key = certificate
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=cert)
+    server = EchoServer(ssl_options=server_ctx)
+    sock, port = bind_unused_port()
+    server.add_sockets([sock])
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            reader, writer = await asyncio.open_connection(HOST, port, ssl=client_ctx)
+            payload = os.urandom(300_000)
+            writer.write(payload)
+            assert await reader.readexactly(len(payload)) == payload
+            writer.close()
+    finally:
+        await server.shutdown(timeout=0)
+
+
+async def test_plain_echo_still_works_after_a_failed_tls_handshake(
+    certificate: tuple[str, str],
+) -> None:
+    cert, key = certificate
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    server = EchoServer(ssl_options=server_ctx)
+    sock, port = bind_unused_port()
+    server.add_sockets([sock])
+    try:
+        # A plaintext client talking to the TLS port: its connection fails,
+        # nothing else does.
+        with ExpectLog("tornado.general", "SSL Error", level=logging.WARNING):
+            reader, writer = await connect(port)
+            writer.write(b"GET / HTTP/1.0\r\n\r\n")
+            async with asyncio.timeout(TIMEOUT):
+                assert await wait_closed_by_server(reader) == b""
+            writer.close()
+        async with asyncio.timeout(TIMEOUT):
+            client_ctx = ssl.create_default_context(cafile=cert)
+            r2, w2 = await asyncio.open_connection(HOST, port, ssl=client_ctx)
+            w2.write(b"fine")
+            assert await r2.readexactly(4) == b"fine"
+            w2.close()
+    finally:
+        await server.shutdown(timeout=0)

@@ -1,0 +1,5 @@
+import sys
+
+from tornado_echo.cli import main
+
+sys.exit(main())

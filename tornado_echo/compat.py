@@ -1,0 +1,298 @@
+"""The classic raw fd-handler echo server, ported to Python 3 and fixed.
+
+Tornado's old examples showed an echo server written directly against the
+`.IOLoop`: a non-blocking listening socket, ``add_handler`` for accepts, one
+handler per client that flips between READ and WRITE interest with
+``update_handler``, a queue of outgoing messages per connection, and
+``remove_handler`` on close. `RawEchoServer` keeps that structure so it can be
+read side by side with `.EchoServer`, which does the same job through
+`.IOStream`:
+
+==============================  ==========================================
+classic example                 here
+==============================  ==========================================
+``add_handler(listen_fd, ...)``  `RawEchoServer.add_sockets`
+``connection_ready`` (accept)    ``RawEchoServer._on_accept``
+per-client ``handle_events``     ``_RawConnection._on_events``
+``message_queue``                ``_RawConnection._queue`` (a deque)
+``update_handler(fd, WRITE)``    ``_RawConnection._update_interest``
+``remove_handler`` + ``close``   ``_RawConnection.close``
+==============================  ==========================================
+
+What the classic version got wrong, and how it is fixed here:
+
+* It accepted one connection per event with ``listen(5)``. We accept in a
+  loop until ``EAGAIN``, at most ``accepts_per_event`` at a time so one busy
+  listener cannot starve established connections, with a backlog of 128.
+  Running out of file descriptors pauses accepting briefly instead of
+  spinning on a listener that stays readable.
+* It assumed ``send`` writes everything. A partial send keeps the unsent
+  remainder at the head of the queue.
+* It treated ``EAGAIN`` as an error. Spurious readiness is now ignored.
+* On EOF it closed at once, dropping queued data. Now it stops reading,
+  flushes the queue and then closes, so a half-closed client gets back
+  everything it sent.
+* A reset or broken pipe on one connection closes only that connection,
+  with one DEBUG line.
+* It closed the socket and then called ``remove_handler``. After ``close``
+  the fd is -1 and the removal misses, leaving a handler for a dead fd; the
+  handler is now removed first.
+* It read without limit into the queue. Reading stops while the queue is
+  above ``high_water_mark`` bytes, so a client that never reads cannot make
+  the server's memory grow.
+* It relied on ``IOLoop.ERROR``, which the asyncio-based `.IOLoop` never
+  delivers; errors surface as READ/WRITE readiness plus a failing
+  ``recv``/``send``. An exception escaping a raw handler is only logged by
+  asyncio and leaves the handler registered, spinning on a readable fd, so
+  every handler here catches everything and closes its connection.
+
+Usage mirrors `.EchoServer`, inside a running event loop::
+
+    import asyncio
+    from tornado_echo.compat import RawEchoServer
+
+    async def main():
+        server = RawEchoServer()
+        server.listen(10000, "127.0.0.1")
+        await asyncio.sleep(3600)
+        await server.shutdown(timeout=5)
+
+    asyncio.run(main())
+
+TLS is not supported here; use `.EchoServer` for that.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import socket
+from typing import Any
+
+from tornado.ioloop import IOLoop
+from tornado.netutil import bind_sockets
+
+from tornado_echo.lifecycle import (
+    ConnectionTracker,
+    ServerLifecycle,
+    conn_log,
+    log_connection_error,
+)
+from tornado_echo.server import DEFAULT_CHUNK_SIZE
+
+# Running out of fds leaves the listener readable forever; pausing the
+# accept handler this long gives connections time to close instead of
+# burning a core on accept() -> EMFILE.
+_EMFILE_PAUSE = 0.5
+
+_FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class RawEchoServer(ServerLifecycle):
+    """An echo server built on raw `.IOLoop` fd handlers.
+
+    It behaves like `.EchoServer` (same echo, half-close, backpressure,
+    tracking and `shutdown`) and offers the same lifecycle surface:
+    `listen`, `add_sockets`, `stop`, `shutdown` and `connection_count`.
+
+    ``high_water_mark`` is how many queued bytes per connection stop the
+    server from reading more from that client; ``read_chunk_size`` is the
+    most one ``recv`` asks for.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        read_chunk_size: int = DEFAULT_CHUNK_SIZE,
+        high_water_mark: int = DEFAULT_CHUNK_SIZE,
+        accepts_per_event: int = 128,
+    ) -> None:
+        for name, value in (
+            ("read_chunk_size", read_chunk_size),
+            ("high_water_mark", high_water_mark),
+            ("accepts_per_event", accepts_per_event),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value!r}")
+        self.read_chunk_size = read_chunk_size
+        self.high_water_mark = high_water_mark
+        self.accepts_per_event = accepts_per_event
+        self._listeners: list[socket.socket] = []
+        self._connections = ConnectionTracker()
+
+    def listen(
+        self,
+        port: int,
+        address: str | None = None,
+        family: socket.AddressFamily = socket.AF_UNSPEC,
+        backlog: int = 128,
+        reuse_port: bool = False,
+    ) -> None:
+        """Bind to ``port`` on ``address`` and start accepting.
+
+        The arguments mean what they mean for `.TCPServer.listen`.
+        """
+        self.add_sockets(
+            bind_sockets(port, address, family, backlog, reuse_port=reuse_port)
+        )
+
+    def add_sockets(self, sockets: list[socket.socket]) -> None:
+        """Start accepting on already-bound listening sockets."""
+        io_loop = IOLoop.current()
+        for sock in sockets:
+            sock.setblocking(False)
+            io_loop.add_handler(sock, self._on_accept, IOLoop.READ)
+            self._listeners.append(sock)
+
+    def add_socket(self, sock: socket.socket) -> None:
+        """Singular version of `add_sockets`."""
+        self.add_sockets([sock])
+
+    def stop(self) -> None:
+        """Stop accepting; open connections keep running (see `shutdown`)."""
+        io_loop = IOLoop.current()
+        for sock in self._listeners:
+            io_loop.remove_handler(sock)
+            sock.close()
+        self._listeners.clear()
+
+    def _on_accept(self, listener: socket.socket, events: int) -> None:
+        for _ in range(self.accepts_per_event):
+            try:
+                sock, address = listener.accept()
+            except BlockingIOError:
+                return
+            except (ConnectionAbortedError, InterruptedError):
+                continue
+            except OSError as exc:
+                if exc.errno not in _FD_EXHAUSTED:
+                    log_connection_error(listener.getsockname(), exc)
+                    return
+                conn_log.warning(
+                    "accept failed (%s); pausing accepts for %.1fs",
+                    exc.strerror,
+                    _EMFILE_PAUSE,
+                )
+                self._pause_accepting(listener)
+                return
+            try:
+                _RawConnection(self, sock, address)
+            except Exception as exc:  # noqa: BLE001 - one bad socket must not stop accepts
+                sock.close()
+                log_connection_error(address, exc)
+
+    def _pause_accepting(self, listener: socket.socket) -> None:
+        io_loop = IOLoop.current()
+        io_loop.remove_handler(listener)
+
+        def resume() -> None:
+            if listener in self._listeners:
+                io_loop.add_handler(listener, self._on_accept, IOLoop.READ)
+
+        io_loop.call_later(_EMFILE_PAUSE, resume)
+
+
+class _RawConnection:
+    """One client: a socket, its outgoing queue and its READ/WRITE interest."""
+
+    __slots__ = (
+        "_address",
+        "_closed",
+        "_eof",
+        "_interest",
+        "_io_loop",
+        "_queue",
+        "_queued",
+        "_server",
+        "_sock",
+    )
+
+    def __init__(self, server: RawEchoServer, sock: socket.socket, address: Any):
+        self._server = server
+        self._sock = sock
+        self._address = address
+        self._io_loop = IOLoop.current()
+        self._queue: collections.deque[memoryview] = collections.deque()
+        self._queued = 0
+        self._eof = False
+        self._closed = False
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._interest = IOLoop.READ
+        self._io_loop.add_handler(sock, self._on_events, self._interest)
+        server._connections.add(self)
+
+    def _on_events(self, sock: socket.socket, events: int) -> None:
+        # Nothing may escape: on the asyncio IOLoop an exception here is
+        # merely logged and the handler stays registered, spinning.
+        try:
+            if events & IOLoop.READ:
+                self._on_readable()
+            if events & IOLoop.WRITE:
+                self._on_writable()
+            self._update_interest()
+        except Exception as exc:  # noqa: BLE001 - see above
+            log_connection_error(self._address, exc)
+            self.close()
+
+    def _on_readable(self) -> None:
+        if self._eof or self._queued >= self._server.high_water_mark:
+            # A READ event that was already queued when interest changed.
+            return
+        try:
+            data = self._sock.recv(self._server.read_chunk_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self._eof = True
+            return
+        self._queue.append(memoryview(data))
+        self._queued += len(data)
+        self._server._buffered += len(data)
+
+    def _on_writable(self) -> None:
+        while self._queue:
+            head = self._queue[0]
+            try:
+                sent = self._sock.send(head)
+            except (BlockingIOError, InterruptedError):
+                return
+            self._queued -= sent
+            self._server._buffered -= sent
+            if sent < len(head):
+                self._queue[0] = head[sent:]
+                return
+            self._queue.popleft()
+
+    def _update_interest(self) -> None:
+        if self._closed:
+            return
+        if self._eof and not self._queue:
+            self.close()
+            return
+        interest = 0
+        if not self._eof and self._queued < self._server.high_water_mark:
+            interest |= IOLoop.READ
+        if self._queue:
+            interest |= IOLoop.WRITE
+        if interest != self._interest:
+            self._io_loop.update_handler(self._sock, interest)
+            self._interest = interest
+
+    def close(self) -> None:
+        """Unregister, then close; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        # Before close(): afterwards fileno() is -1 and the removal would
+        # silently miss, leaving a handler registered for a dead fd.
+        self._io_loop.remove_handler(self._sock)
+        self._sock.close()
+        self._server._buffered -= self._queued
+        self._queued = 0
+        self._queue.clear()
+        self._server._connections.discard(self)

@@ -1,0 +1,173 @@
+"""`run` and `serve`: start a server, log where it listens, drain on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol, cast
+
+from tornado.netutil import bind_sockets
+
+from tornado_echo.lifecycle import ShutdownResult, format_address
+
+log = logging.getLogger("tornado_echo")
+
+Impl = Literal["stream", "compat"]
+IMPLS: tuple[Impl, ...] = ("stream", "compat")
+
+
+class Server(Protocol):
+    """What `serve` needs of a server: `.EchoServer` and `.RawEchoServer` fit."""
+
+    def add_sockets(self, sockets: list[socket.socket]) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def shutdown(self, timeout: float = ...) -> ShutdownResult: ...
+
+
+ServerSpec = Server | Callable[[], Server]
+
+
+class ListenError(OSError):
+    """The server could not bind its address (port in use, unknown host, ...)."""
+
+
+def make_server(impl: Impl = "stream") -> Server:
+    """A new echo server of the named implementation (call inside a loop)."""
+    if impl == "stream":
+        from tornado_echo.server import EchoServer
+
+        return EchoServer()
+    if impl == "compat":
+        from tornado_echo.compat import RawEchoServer
+
+        return RawEchoServer()
+    raise ValueError(f"impl must be one of {', '.join(IMPLS)}, not {impl!r}")
+
+
+def bind(port: int, host: str | None) -> list[socket.socket]:
+    """`.bind_sockets`, with failures turned into one readable `ListenError`."""
+    try:
+        return bind_sockets(port, host or None)
+    except OSError as exc:
+        where = format_address((host or "*", port))
+        reason = exc.strerror or str(exc)
+        raise ListenError(exc.errno, f"cannot listen on {where}: {reason}") from exc
+
+
+def _resolve(server: ServerSpec | None, impl: Impl) -> Server:
+    if server is None:
+        return make_server(impl)
+    if isinstance(server, type) or not hasattr(server, "add_sockets"):
+        # A class or factory: only now, inside the running loop, create it.
+        return cast(Callable[[], Server], server)()
+    return cast(Server, server)
+
+
+async def serve(
+    port: int = 10000,
+    host: str | None = "127.0.0.1",
+    *,
+    impl: Impl = "stream",
+    server: ServerSpec | None = None,
+    shutdown_timeout: float = 10.0,
+    ready: Callable[[Sequence[tuple[str, int]]], None] | None = None,
+    handle_signals: bool = True,
+) -> ShutdownResult:
+    """Serve until SIGINT or SIGTERM (or cancellation), then shut down gracefully.
+
+    The coroutine form of `run`, for applications that own their event loop.
+    ``server`` is a server instance, or a class or factory called with no
+    arguments inside the running loop; without it, ``impl`` picks the echo
+    implementation (``"stream"`` for `.EchoServer`, ``"compat"`` for
+    `.RawEchoServer`). ``port`` 0 picks a free port; the ``listening on``
+    log line and ``ready``, called with the bound ``(host, port)`` pairs,
+    show the real one.
+
+    On a signal it stops accepting, lets connections finish for up to
+    ``shutdown_timeout`` seconds, closes the rest, and returns the
+    `.ShutdownResult`. Raises `ListenError` if the address cannot be bound.
+
+    ::
+
+        import asyncio
+        import tornado_echo
+
+        asyncio.run(tornado_echo.serve(port=10000))
+
+    .. versionadded:: 0.1.0
+    """
+    if shutdown_timeout < 0:
+        raise ValueError(f"shutdown_timeout must be >= 0, not {shutdown_timeout!r}")
+    srv = _resolve(server, impl)
+    sockets = bind(port, host)
+    srv.add_sockets(sockets)
+    bound = [(s.getsockname()[0], s.getsockname()[1]) for s in sockets]
+    for addr in bound:
+        log.info("listening on %s", format_address(addr))
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stopping.set)
+            except (NotImplementedError, RuntimeError, ValueError):
+                # Not the main thread, or a platform without it: the caller
+                # stops us by cancelling instead.
+                continue
+            installed.append(sig)
+    try:
+        if ready is not None:
+            ready(bound)
+        await stopping.wait()
+        log.info("shutting down (up to %gs to drain)", shutdown_timeout)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        result = await srv.shutdown(shutdown_timeout)
+        log.info(
+            "stopped: %d connection(s) drained, %d closed",
+            result.drained,
+            result.closed,
+        )
+    return result
+
+
+def run(
+    port: int = 10000,
+    host: str | None = "127.0.0.1",
+    *,
+    impl: Impl = "stream",
+    server: ServerSpec | None = None,
+    shutdown_timeout: float = 10.0,
+) -> ShutdownResult:
+    """Run an echo server until SIGINT or SIGTERM; the blocking form of `serve`.
+
+    Starts an event loop, listens on ``host:port`` and logs
+    ``listening on HOST:PORT`` at INFO. A signal stops accepting, drains open
+    connections for up to ``shutdown_timeout`` seconds, closes the rest, and
+    returns normally. Pass ``server`` (an instance, or a class to create
+    inside the loop) to run your own subclass::
+
+        import tornado_echo
+
+        if __name__ == "__main__":
+            tornado_echo.run(port=10000)
+
+    .. versionadded:: 0.1.0
+    """
+    return asyncio.run(
+        serve(
+            port,
+            host,
+            impl=impl,
+            server=server,
+            shutdown_timeout=shutdown_timeout,
+        )
+    )
