@@ -241,7 +241,7 @@ async def test_handler_exception_closes_that_stream_and_is_logged(
         raise RuntimeError("boom")
 
     if isinstance(server, EchoServer):
-        monkeypatch.setattr(server, "_echo", explode)
+        monkeypatch.setattr(server, "serve_stream", explode)
     else:
         monkeypatch.setattr(_RawConnection, "_on_readable", explode)
     with ExpectLog(

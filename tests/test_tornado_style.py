@@ -90,7 +90,7 @@ class _EchoTests(AsyncTestCase):
 
 class StreamEchoTest(_EchoTests):
     __test__ = True
-    handler_hook = (EchoServer, "_echo")
+    handler_hook = (EchoServer, "serve_stream")
 
     def make_server(self) -> EchoServer:
         return EchoServer()

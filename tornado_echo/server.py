@@ -20,7 +20,50 @@ from tornado_echo.lifecycle import (
 DEFAULT_CHUNK_SIZE = 65536
 
 
-class EchoServer(ServerLifecycle, TCPServer):
+class TrackedTCPServer(ServerLifecycle, TCPServer):
+    """A `.TCPServer` that tracks its connections and always closes them.
+
+    The shared base of `EchoServer` and `.LineServer`: ``handle_stream``
+    registers the stream, turns on TCP_NODELAY, runs `serve_stream`, logs
+    how it ended, and closes the stream in ``finally`` (Tornado does not
+    close a stream whose ``handle_stream`` raised). Subclasses implement
+    `serve_stream`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        ssl_options: dict[str, Any] | ssl.SSLContext | None = None,
+        max_buffer_size: int | None = None,
+        read_chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            ssl_options=ssl_options,
+            max_buffer_size=max_buffer_size,
+            read_chunk_size=read_chunk_size,
+        )
+        self._connections = ConnectionTracker()
+
+    async def handle_stream(self, stream: IOStream, address: Any) -> None:
+        """Serve one connection until it ends, then always close it."""
+        self._connections.add(stream)
+        try:
+            if stream.socket.family in (socket.AF_INET, socket.AF_INET6):
+                stream.set_nodelay(True)
+            await self.serve_stream(stream, address)
+        except Exception as exc:  # noqa: BLE001 - logged; others keep being served
+            log_connection_error(address, exc)
+        finally:
+            stream.close()
+            self._connections.discard(stream)
+
+    async def serve_stream(self, stream: IOStream, address: Any) -> None:
+        """Talk to one client; returning or raising ends the connection."""
+        raise NotImplementedError()
+
+
+class EchoServer(TrackedTCPServer):
     r"""A TCP echo server: every byte a client sends is sent back.
 
     Each connection runs one loop: a partial read of up to one chunk, then
@@ -54,37 +97,7 @@ class EchoServer(ServerLifecycle, TCPServer):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(
-        self,
-        ssl_options: dict[str, Any] | ssl.SSLContext | None = None,
-        max_buffer_size: int | None = None,
-        read_chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(
-            ssl_options=ssl_options,
-            max_buffer_size=max_buffer_size,
-            read_chunk_size=read_chunk_size,
-        )
-        self._connections = ConnectionTracker()
-
-    async def handle_stream(self, stream: IOStream, address: Any) -> None:
-        """Serve one connection until it ends, then always close it.
-
-        Tornado does not close a stream whose ``handle_stream`` raised, so
-        the ``finally`` here does.
-        """
-        self._connections.add(stream)
-        try:
-            if stream.socket.family in (socket.AF_INET, socket.AF_INET6):
-                stream.set_nodelay(True)
-            await self._echo(stream)
-        except Exception as exc:  # noqa: BLE001 - logged; others keep being served
-            log_connection_error(address, exc)
-        finally:
-            stream.close()
-            self._connections.discard(stream)
-
-    async def _echo(self, stream: IOStream) -> None:
+    async def serve_stream(self, stream: IOStream, address: Any) -> None:
         """Echo ``stream`` until the peer closes it (the hot path)."""
         chunk_size = self.read_chunk_size or DEFAULT_CHUNK_SIZE
         while True:
