@@ -25,8 +25,6 @@ from tornado.testing import ExpectLog
 from tornado_echo.compat import _RawConnection
 from tornado_echo.server import EchoServer
 
-pytestmark = pytest.mark.asyncio
-
 Echo = tuple[EchoImpl, int]
 
 

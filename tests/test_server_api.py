@@ -18,8 +18,6 @@ from tornado.testing import ExpectLog, bind_unused_port
 
 from tornado_echo.server import EchoServer
 
-pytestmark = pytest.mark.asyncio
-
 
 def _free_port() -> int:
     sock, port = bind_unused_port()

@@ -8,9 +8,20 @@
 """
 
 from tornado_echo.lifecycle import ShutdownResult
+from tornado_echo.lineserver import LineConnection, LineEchoServer, LineServer
 from tornado_echo.runner import ListenError, run, serve
 from tornado_echo.server import EchoServer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["EchoServer", "ListenError", "ShutdownResult", "__version__", "run", "serve"]
+__all__ = [
+    "EchoServer",
+    "LineConnection",
+    "LineEchoServer",
+    "LineServer",
+    "ListenError",
+    "ShutdownResult",
+    "__version__",
+    "run",
+    "serve",
+]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import codecs
+import functools
 import logging
 import sys
 from collections.abc import Sequence
@@ -10,6 +12,8 @@ from collections.abc import Sequence
 from tornado.log import enable_pretty_logging
 
 from tornado_echo import __version__
+from tornado_echo.lines import DEFAULT_MAX_LINE_LENGTH
+from tornado_echo.lineserver import LONG_LINE_POLICIES, LineEchoServer
 from tornado_echo.runner import IMPLS, ListenError, run
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -32,6 +36,28 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not value >= 0:  # also rejects nan
         raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _delimiter(text: str) -> bytes:
+    try:
+        value = codecs.decode(text, "unicode_escape").encode("latin-1")
+    except (UnicodeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"not a delimiter (use bytes or escapes like \\r\\n): {text!r}"
+        ) from None
+    if not value:
+        raise argparse.ArgumentTypeError("the delimiter must not be empty")
     return value
 
 
@@ -70,6 +96,33 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         help="(default: %(default)s)",
     )
+    lines = parser.add_argument_group(
+        "line mode", "echo complete lines; the unterminated tail is echoed at EOF"
+    )
+    lines.add_argument(
+        "--lines", action="store_true", help="echo line by line (needs --impl stream)"
+    )
+    lines.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=b"\n",
+        metavar="STR",
+        help=r"line delimiter; escapes like \r\n are understood (default: \n)",
+    )
+    lines.add_argument(
+        "--max-line-length",
+        type=_positive_int,
+        default=DEFAULT_MAX_LINE_LENGTH,
+        metavar="N",
+        help="longest line in bytes, without the delimiter (default: %(default)s)",
+    )
+    lines.add_argument(
+        "--on-long-line",
+        choices=LONG_LINE_POLICIES,
+        default="close",
+        help="what an overlong line does: close the connection, skip the line, "
+        "or reply with an error and skip it (default: %(default)s)",
+    )
     parser.add_argument("--version", action="version", version=__version__)
     return parser
 
@@ -78,6 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.lines and args.impl != "stream":
+        parser.error("--lines works with --impl stream only")
+    server = None
+    if args.lines:
+        server = functools.partial(
+            LineEchoServer,
+            delimiter=args.delimiter,
+            max_line_length=args.max_line_length,
+            on_long_line=args.on_long_line,
+        )
     root = logging.getLogger()
     enable_pretty_logging(logger=root)
     root.setLevel(args.log_level.upper())
@@ -86,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.port,
             args.host,
             impl=args.impl,
+            server=server,
             shutdown_timeout=args.shutdown_timeout,
         )
     except ListenError as exc:

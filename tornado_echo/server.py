@@ -47,6 +47,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
 
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
         """Serve one connection until it ends, then always close it."""
+        stream = self._adopt(stream)
         self._connections.add(stream)
         try:
             if stream.socket.family in (socket.AF_INET, socket.AF_INET6):
@@ -61,6 +62,10 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
     async def serve_stream(self, stream: IOStream, address: Any) -> None:
         """Talk to one client; returning or raising ends the connection."""
         raise NotImplementedError()
+
+    def _adopt(self, stream: IOStream) -> IOStream:
+        # Lets a subclass swap in another stream class before any I/O.
+        return stream
 
 
 class EchoServer(TrackedTCPServer):

@@ -1,0 +1,276 @@
+"""LineServer over real loopback sockets (pytest-asyncio style)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+from clients import HOST, TIMEOUT, abort, connect, roundtrip, wait_closed_by_server
+from tornado.testing import ExpectLog, bind_unused_port
+
+from tornado_echo import LineConnection, LineEchoServer, LineServer
+
+LONG_LINE_LOG = (
+    logging.getLogger("tornado_echo.lines"),
+    r"127\.0\.0\.1:\d+: line longer than",
+)
+
+
+class Upper(LineServer):
+    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
+        return line.upper()
+
+
+StartServer = Callable[[LineServer], int]
+
+
+@pytest_asyncio.fixture
+async def start() -> AsyncIterator[StartServer]:
+    """Start any LineServer on a loopback port; all are shut down afterwards."""
+    servers: list[LineServer] = []
+
+    def start(server: LineServer) -> int:
+        sock, port = bind_unused_port()
+        server.add_sockets([sock])
+        servers.append(server)
+        return port
+
+    yield start
+    for server in servers:
+        await server.shutdown(timeout=0)
+
+
+async def test_1000_pipelined_lines_in_one_send_are_answered_in_order(
+    start: StartServer,
+) -> None:
+    port = start(Upper())
+    lines = [f"line number {i}".encode() for i in range(1000)]
+    received = await roundtrip(port, b"".join(line + b"\n" for line in lines))
+    assert received.split(b"\n") == [line.upper() for line in lines] + [b""]
+
+
+async def test_100_concurrent_clients(start: StartServer) -> None:
+    port = start(Upper())
+
+    async def client(i: int) -> bytes:
+        data = b"".join(f"client {i} line {j}\n".encode() for j in range(50))
+        return await roundtrip(port, data)
+
+    results = await asyncio.gather(*(client(i) for i in range(100)))
+    for i, got in enumerate(results):
+        assert got == b"".join(f"CLIENT {i} LINE {j}\n".encode() for j in range(50))
+
+
+async def test_str_replies_are_encoded_and_none_sends_nothing(
+    start: StartServer,
+) -> None:
+    class Words(LineServer):
+        encoding = "utf-8"
+
+        async def handle_line(self, conn: LineConnection, line: bytes) -> str | None:
+            return None if line == b"quiet" else f"«{line.decode()}»"
+
+    port = start(Words())
+    assert await roundtrip(port, b"a\nquiet\nb\n") == "«a»\n«b»\n".encode()
+
+
+@pytest.mark.parametrize("delimiter", [b"\r\n", b"END"])
+async def test_custom_delimiter(start: StartServer, delimiter: bytes) -> None:
+    port = start(Upper(delimiter=delimiter))
+    data = delimiter.join([b"one", b"two\nstill two", b""])
+    expected = delimiter.join([b"ONE", b"TWO\nSTILL TWO", b""])
+    assert await roundtrip(port, data) == expected
+
+
+async def test_close_policy_never_delivers_the_line_and_closes_after_replies(
+    start: StartServer,
+) -> None:
+    seen: list[bytes] = []
+
+    class Recorder(Upper):
+        async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
+            seen.append(line)
+            return line.upper()
+
+    port = start(Recorder(max_line_length=8))
+    with ExpectLog(*LONG_LINE_LOG, level=logging.INFO):
+        reader, writer = await connect(port)
+        writer.write(b"first\n" + b"x" * 9 + b"\nafter\n")
+        received = await wait_closed_by_server(reader)
+    writer.close()
+    assert received in (b"FIRST\n", b"")  # a reset may overtake the reply
+    assert seen == [b"first"]
+
+
+async def test_close_policy_sends_what_is_owed_before_closing(
+    start: StartServer,
+) -> None:
+    port = start(Upper(max_line_length=8))
+    with ExpectLog(*LONG_LINE_LOG, level=logging.INFO):
+        reader, writer = await connect(port)
+        writer.write(b"first\n")
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.readexactly(6) == b"FIRST\n"
+        writer.write(b"y" * 100)
+        assert await wait_closed_by_server(reader) == b""
+    writer.close()
+
+
+async def test_skip_policy_discards_the_line_and_stays_in_sync(
+    start: StartServer,
+) -> None:
+    port = start(Upper(max_line_length=8, on_long_line="skip"))
+    with ExpectLog(*LONG_LINE_LOG, level=logging.INFO):
+        got = await roundtrip(
+            port, b"a\n" + b"x" * 9 + b"\nb\n" + b"y" * 50_000 + b"\nc\n"
+        )
+    assert got == b"A\nB\nC\n"
+
+
+async def test_reply_policy_sends_one_error_line_and_continues(
+    start: StartServer,
+) -> None:
+    port = start(Upper(max_line_length=8, on_long_line="reply"))
+    with ExpectLog(*LONG_LINE_LOG, level=logging.INFO):
+        got = await roundtrip(port, b"a\n" + b"x" * 100_000 + b"\nb\n")
+    assert got == b"A\nERROR line too long\nB\n"
+
+
+async def test_line_of_exactly_the_cap_is_delivered(start: StartServer) -> None:
+    port = start(Upper(max_line_length=8, on_long_line="reply"))
+    assert await roundtrip(port, b"x" * 8 + b"\n", chunk=3) == b"X" * 8 + b"\n"
+
+
+async def test_endless_line_keeps_memory_bounded_and_others_unaffected(
+    start: StartServer,
+) -> None:
+    server = Upper(max_line_length=1024, on_long_line="skip")
+    port = start(server)
+    chunk = b"z" * 65536
+    peak = 0
+    with ExpectLog(*LONG_LINE_LOG, level=logging.INFO):
+        _, flooder = await connect(port)
+        async with asyncio.timeout(TIMEOUT):
+            for i in range(320):  # 20 MiB, no delimiter
+                flooder.write(chunk)
+                await flooder.drain()
+                peak = max(peak, server.buffered_bytes)
+                if i % 64 == 0:
+                    assert await roundtrip(port, b"hello\n") == b"HELLO\n"
+    abort(flooder)
+    # The framer keeps at most the cap plus about one read.
+    assert peak <= 1024 + 2 * 65536
+
+
+async def test_half_close_answers_all_lines_then_runs_the_eof_hook(
+    start: StartServer,
+) -> None:
+    events: list[object] = []
+
+    class Tail(Upper):
+        async def handle_eof(self, conn: LineConnection, tail: bytes) -> None:
+            events.append(tail)
+            await conn.send_line(b"tail was " + tail)
+
+        async def on_disconnect(self, conn: LineConnection) -> None:
+            events.append("disconnected")
+
+    port = start(Tail())
+    data = b"".join(f"{i}\n".encode() for i in range(500)) + b"incomplete"
+    got = await roundtrip(port, data)
+    expected = (
+        b"".join(f"{i}\n".encode() for i in range(500)) + b"tail was incomplete\n"
+    )
+    assert got == expected
+    assert events == [b"incomplete", "disconnected"]
+
+
+async def test_default_eof_hook_ignores_an_incomplete_command(
+    start: StartServer,
+) -> None:
+    port = start(Upper())
+    assert await roundtrip(port, b"run\nrm -rf") == b"RUN\n"
+
+
+async def test_line_echo_server_echoes_the_tail_at_eof(start: StartServer) -> None:
+    port = start(LineEchoServer(delimiter=b"\r\n"))
+    rng = random.Random(1)
+    data = b"".join(
+        rng.randbytes(rng.randrange(200)).replace(b"\r", b"") + b"\r\n"
+        for _ in range(2000)
+    )
+    data += b"unterminated\r"
+    assert await roundtrip(port, data, chunk=1000) == data
+
+
+async def test_connection_hooks_and_per_connection_state(start: StartServer) -> None:
+    class Counter(LineServer):
+        async def on_connect(self, conn: LineConnection) -> None:
+            conn.count = 0  # type: ignore[attr-defined]
+            await conn.send_line("welcome")
+
+        async def handle_line(self, conn: LineConnection, line: bytes) -> str:
+            conn.count += 1  # type: ignore[attr-defined]
+            return str(conn.count)
+
+    port = start(Counter())
+    assert await roundtrip(port, b"a\nb\nc\n") == b"welcome\n1\n2\n3\n"
+
+
+async def test_raw_mode_reads_exact_blocks_between_lines(start: StartServer) -> None:
+    class Blocks(LineServer):
+        async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
+            if line.startswith(b"block "):
+                data = await conn.read_exactly(int(line.split()[1]))
+                return b"block of %d: %s" % (len(data), data.replace(b"\n", b"|"))
+            return line
+
+    port = start(Blocks())
+    got = await roundtrip(port, b"block 8\nab\ncd\nefafter\n", chunk=2)
+    assert got == b"block of 8: ab|cd|ef\nafter\n"
+
+
+async def test_shutdown_drains_line_connections(start: StartServer) -> None:
+    server = Upper()
+    port = start(server)
+    reader, writer = await connect(port)
+    writer.write(b"hi\n")
+    async with asyncio.timeout(TIMEOUT):
+        assert await reader.readexactly(3) == b"HI\n"
+        result = await server.shutdown(timeout=0.2)
+        assert await reader.read() == b""
+    writer.close()
+    assert (result.drained, result.closed) == (0, 1)
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(HOST, port)
+
+
+async def test_handle_line_exception_is_logged_and_closes_only_that_client(
+    start: StartServer,
+) -> None:
+    class Fragile(Upper):
+        async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
+            if line == b"crash":
+                raise RuntimeError("bug in handler")
+            return line.upper()
+
+    port = start(Fragile())
+    reader, writer = await connect(port)
+    with ExpectLog("tornado.application", r"Uncaught exception serving 127\.0\.0\.1"):
+        writer.write(b"crash\n")
+        assert await wait_closed_by_server(reader) == b""
+    writer.close()
+    assert await roundtrip(port, b"fine\n") == b"FINE\n"
+
+
+def test_bad_configuration_is_rejected_with_a_clear_message() -> None:
+    with pytest.raises(ValueError, match="on_long_line must be one of"):
+        Upper(on_long_line="explode")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="delimiter"):
+        Upper(delimiter=b"")
+    with pytest.raises(ValueError, match="max_line_length"):
+        Upper(max_line_length=0)

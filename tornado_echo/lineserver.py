@@ -1,0 +1,311 @@
+"""`LineServer`: line protocols by subclassing, on the sans-IO `.LineFramer`."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any, Literal, get_args
+
+from tornado.iostream import IOStream, StreamClosedError
+
+from tornado_echo.halfclose import HalfCloseIOStream
+from tornado_echo.lifecycle import format_address
+from tornado_echo.lines import (
+    DEFAULT_MAX_LINE_LENGTH,
+    NEED_DATA,
+    EndOfInput,
+    Event,
+    Line,
+    LineFramer,
+    LineTooLong,
+    RawData,
+)
+from tornado_echo.server import DEFAULT_CHUNK_SIZE, TrackedTCPServer
+
+log = logging.getLogger("tornado_echo.lines")
+
+LongLinePolicy = Literal["close", "skip", "reply"]
+LONG_LINE_POLICIES: tuple[str, ...] = get_args(LongLinePolicy)
+
+
+class IncompleteReadError(EOFError):
+    """The peer closed the connection in the middle of `LineConnection.read_exactly`.
+
+    ``partial`` holds the bytes that did arrive.
+    """
+
+    def __init__(self, partial: bytes, expected: int) -> None:
+        super().__init__(f"connection closed after {len(partial)} of {expected} bytes")
+        self.partial = partial
+        self.expected = expected
+
+
+class LineConnection:
+    """One client of a `LineServer`, passed to every hook.
+
+    Set any attributes you like on it to keep per-connection state.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, server: LineServer, stream: IOStream, address: Any) -> None:
+        self.server = server
+        self.stream = stream
+        #: The peer: ``(host, port)`` for TCP, ``""`` for a unix socket.
+        self.address = address
+        self._framer = LineFramer(server.delimiter, server.max_line_length)
+        self._closed = False
+        self._at_eof = False
+
+    def __repr__(self) -> str:
+        return f"<LineConnection {format_address(self.address)}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` was called or the connection failed."""
+        return self._closed
+
+    async def send_line(self, line: bytes | str) -> None:
+        """Send ``line`` followed by the delimiter; waits until it is sent.
+
+        A `str` is encoded with the server's ``encoding``. Raises
+        `ValueError` if the line contains the delimiter.
+        """
+        if isinstance(line, str):
+            line = line.encode(self.server.encoding)
+        await self.write(self._framer.frame(line))
+
+    async def write(self, data: bytes) -> None:
+        """Send raw bytes; waits until they are handed to the kernel.
+
+        Awaiting is the backpressure: a client that does not read makes
+        this wait, not the server's memory grow.
+        """
+        await self.stream.write(data)
+
+    def close(self) -> None:
+        """Close the connection now. Anything already awaited has been sent."""
+        self._closed = True
+        self.stream.close()
+
+    async def read_exactly(self, n: int) -> bytes:
+        """Read exactly ``n`` raw bytes (raw mode), then go back to lines.
+
+        The bytes start right after the current line, whether they are
+        already buffered or still to arrive. Raises `IncompleteReadError` if
+        the peer closes first. The caller chooses ``n``, so bound it.
+        """
+        self._framer.read_exactly(n)
+        event = await self._next_event()
+        if isinstance(event, RawData):
+            return event.data
+        assert isinstance(event, EndOfInput), event
+        raise IncompleteReadError(event.tail, n)
+
+    def take_buffered(self) -> bytes:
+        """Take every byte received but not yet framed (to leave line mode)."""
+        return self._framer.take_buffered()
+
+    async def _next_event(self) -> Event:
+        framer = self._framer
+        while (event := framer.next_event()) is NEED_DATA:
+            if self._at_eof:
+                # The framer already reported the end; nothing more comes.
+                return EndOfInput(b"")
+            try:
+                data = await self.stream.read_bytes(
+                    self.server.read_chunk_size or DEFAULT_CHUNK_SIZE, partial=True
+                )
+            except StreamClosedError as exc:
+                if self._closed or exc.real_error is not None:
+                    raise
+                # The peer's FIN: let the framer flush what it holds.
+                data = b""
+            if not data:
+                self._at_eof = True
+            framer.receive_data(data)
+        return event
+
+
+class LineServer(TrackedTCPServer):
+    r"""A line protocol server: subclass it and implement `handle_line`.
+
+    The server owns the loop, the buffers and the error paths: it frames
+    input into lines (any delimiter, default ``b"\n"``), calls `handle_line`
+    for each in order, sends what it returns as a line, and awaits every
+    write, so each connection has backpressure and a slow client never
+    holds up the others. Lines longer than ``max_line_length`` (default
+    65536, not counting the delimiter) follow ``on_long_line``:
+
+    ``"close"`` (default)
+        the line is never delivered and the connection is closed once
+        everything already owed has been sent;
+    ``"skip"``
+        the line is discarded up to and including its delimiter, and the
+        connection carries on, still in sync;
+    ``"reply"``
+        like ``skip``, after sending ``long_line_reply``
+        (``"ERROR line too long"``).
+
+    When the client half-closes, every line it sent is answered, then
+    `handle_eof` runs with the unterminated tail (it may still write, except
+    on TLS connections, where the close is final), then the connection
+    closes. Connections are tracked and `shutdown` drains them, as for
+    `.EchoServer`.
+
+    The smallest server, runnable as is::
+
+        import tornado_echo
+
+        class Upper(tornado_echo.LineServer):
+            async def handle_line(self, conn, line):
+                return line.upper()
+
+        tornado_echo.run(server=Upper)
+
+    Class attributes give the defaults; the constructor arguments of the
+    same names override them per instance.
+
+    .. versionadded:: 0.2.0
+    """
+
+    delimiter: bytes = b"\n"
+    max_line_length: int = DEFAULT_MAX_LINE_LENGTH
+    on_long_line: LongLinePolicy = "close"
+    long_line_reply: bytes | str = "ERROR line too long"
+    encoding: str = "utf-8"
+    connection_class: type[LineConnection] = LineConnection
+
+    def __init__(
+        self,
+        *,
+        delimiter: bytes | None = None,
+        max_line_length: int | None = None,
+        on_long_line: LongLinePolicy | None = None,
+        encoding: str | None = None,
+        ssl_options: dict[str, Any] | ssl.SSLContext | None = None,
+        max_buffer_size: int | None = None,
+        read_chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            ssl_options=ssl_options,
+            max_buffer_size=max_buffer_size,
+            read_chunk_size=read_chunk_size,
+        )
+        if delimiter is not None:
+            self.delimiter = delimiter
+        if max_line_length is not None:
+            self.max_line_length = max_line_length
+        if on_long_line is not None:
+            self.on_long_line = on_long_line
+        if encoding is not None:
+            self.encoding = encoding
+        if self.on_long_line not in LONG_LINE_POLICIES:
+            raise ValueError(
+                f"on_long_line must be one of {', '.join(LONG_LINE_POLICIES)}, "
+                f"not {self.on_long_line!r}"
+            )
+        # Validates delimiter and max_line_length once, with the framer's
+        # own error messages, rather than at the first connection.
+        LineFramer(self.delimiter, self.max_line_length)
+        self._line_connections: set[LineConnection] = set()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet handled, over all connections.
+
+        Each connection holds at most about ``max_line_length`` plus one
+        read chunk, whatever its client sends.
+        """
+        return sum(c._framer.buffered for c in self._line_connections)
+
+    async def handle_line(
+        self, conn: LineConnection, line: bytes
+    ) -> bytes | str | None:
+        """Handle one line (without its delimiter); return a reply or None.
+
+        A returned value is sent as one line; ``None`` sends nothing. Use
+        ``conn.send_line`` to send more than one.
+        """
+        raise NotImplementedError()
+
+    async def on_connect(self, conn: LineConnection) -> None:
+        """Called when a client connects, before its first line."""
+
+    async def on_disconnect(self, conn: LineConnection) -> None:
+        """Called once when the connection ends, however it ends."""
+
+    async def handle_eof(self, conn: LineConnection, tail: bytes) -> None:
+        """Called when the client half-closes, after all its lines.
+
+        ``tail`` holds any bytes after the last delimiter. The default
+        ignores it: an incomplete command must not run.
+        """
+
+    async def handle_long_line(self, conn: LineConnection) -> None:
+        """Called when a line exceeds ``max_line_length``; applies the policy."""
+        if self.on_long_line == "close":
+            conn.close()
+        elif self.on_long_line == "reply":
+            await conn.send_line(self.long_line_reply)
+
+    def _adopt(self, stream: IOStream) -> IOStream:
+        # TCPServer builds a plain IOStream, which closes the socket at EOF.
+        # It has not touched the IOLoop yet, so a HalfCloseIOStream can take
+        # over its socket. (SSLIOStream registers for its handshake at once,
+        # so TLS connections keep their stream and lose half-close writes.)
+        if type(stream) is IOStream:
+            return HalfCloseIOStream(
+                stream.socket,
+                max_buffer_size=self.max_buffer_size,
+                read_chunk_size=self.read_chunk_size,
+            )
+        return stream
+
+    async def serve_stream(self, stream: IOStream, address: Any) -> None:
+        conn = self.connection_class(self, stream, address)
+        self._line_connections.add(conn)
+        try:
+            await self.on_connect(conn)
+            while not conn.closed:
+                event = await conn._next_event()
+                if isinstance(event, Line):
+                    reply = await self.handle_line(conn, event.data)
+                    if reply is not None and not conn.closed:
+                        await conn.send_line(reply)
+                elif isinstance(event, LineTooLong):
+                    log.info(
+                        "%s: line longer than %d bytes (policy: %s)",
+                        format_address(address),
+                        event.limit,
+                        self.on_long_line,
+                    )
+                    await self.handle_long_line(conn)
+                elif isinstance(event, EndOfInput):
+                    await self.handle_eof(conn, event.tail)
+                    return
+                else:
+                    # RawData only ever reaches conn.read_exactly.
+                    raise TypeError(f"unexpected framer event {event!r}")
+        except StreamClosedError:
+            if not conn.closed:
+                raise
+        finally:
+            self._line_connections.discard(conn)
+            await self.on_disconnect(conn)
+
+
+class LineEchoServer(LineServer):
+    """Echoes each complete line, then the unterminated tail at EOF, as is.
+
+    The server behind ``tornado-echo --lines``.
+
+    .. versionadded:: 0.2.0
+    """
+
+    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
+        return line
+
+    async def handle_eof(self, conn: LineConnection, tail: bytes) -> None:
+        if tail:
+            await conn.write(tail)
