@@ -1,15 +1,20 @@
-"""Fixtures shared by the behavioural tests: both echo implementations."""
+"""Fixtures shared by the behavioural tests: both echo implementations.
+
+The servers are started with tornado_echo's own pytest plugin
+(``start_tcp_server``), so its teardown also checks, for every test, that
+the server closed each connection whose client went away.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from tornado.testing import bind_unused_port
 
 from tornado_echo.compat import RawEchoServer
 from tornado_echo.server import EchoServer
+from tornado_echo.testing import ServerAddress
 
 EchoImpl = EchoServer | RawEchoServer
 
@@ -17,6 +22,8 @@ IMPLS: dict[str, Callable[[], EchoImpl]] = {
     "stream": EchoServer,
     "compat": RawEchoServer,
 }
+
+StartServer = Callable[..., Awaitable[ServerAddress]]
 
 
 @pytest.fixture(params=sorted(IMPLS))
@@ -26,12 +33,8 @@ def impl(request: pytest.FixtureRequest) -> str:
 
 
 @pytest_asyncio.fixture
-async def echo(impl: str) -> AsyncIterator[tuple[EchoImpl, int]]:
+async def echo(impl: str, start_tcp_server: StartServer) -> tuple[EchoImpl, int]:
     """A running echo server of each implementation and its loopback port."""
     server = IMPLS[impl]()
-    sock, port = bind_unused_port()
-    server.add_sockets([sock])
-    try:
-        yield server, port
-    finally:
-        await server.shutdown(timeout=0)
+    address = await start_tcp_server(server)
+    return server, address.port

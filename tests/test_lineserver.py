@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import pytest_asyncio
 from clients import HOST, TIMEOUT, abort, connect, roundtrip, wait_closed_by_server
-from tornado.testing import ExpectLog, bind_unused_port
+from conftest import StartServer
+from tornado.testing import ExpectLog
 
 from tornado_echo import LineConnection, LineEchoServer, LineServer
 
@@ -20,41 +21,37 @@ LONG_LINE_LOG = (
 )
 
 
+Start = Callable[[LineServer], Awaitable[int]]
+
+
 class Upper(LineServer):
     async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
         return line.upper()
 
 
-StartServer = Callable[[LineServer], int]
-
-
 @pytest_asyncio.fixture
-async def start() -> AsyncIterator[StartServer]:
-    """Start any LineServer on a loopback port; all are shut down afterwards."""
-    servers: list[LineServer] = []
+async def start(
+    start_tcp_server: StartServer,
+) -> Callable[[LineServer], Awaitable[int]]:
+    """Start a LineServer on a loopback port (the plugin cleans up)."""
 
-    def start(server: LineServer) -> int:
-        sock, port = bind_unused_port()
-        server.add_sockets([sock])
-        servers.append(server)
-        return port
+    async def start(server: LineServer) -> int:
+        return (await start_tcp_server(server)).port
 
-    yield start
-    for server in servers:
-        await server.shutdown(timeout=0)
+    return start
 
 
 async def test_1000_pipelined_lines_in_one_send_are_answered_in_order(
-    start: StartServer,
+    start: Start,
 ) -> None:
-    port = start(Upper())
+    port = await start(Upper())
     lines = [f"line number {i}".encode() for i in range(1000)]
     received = await roundtrip(port, b"".join(line + b"\n" for line in lines))
     assert received.split(b"\n") == [line.upper() for line in lines] + [b""]
 
 
-async def test_100_concurrent_clients(start: StartServer) -> None:
-    port = start(Upper())
+async def test_100_concurrent_clients(start: Start) -> None:
+    port = await start(Upper())
 
     async def client(i: int) -> bytes:
         data = b"".join(f"client {i} line {j}\n".encode() for j in range(50))
@@ -66,7 +63,7 @@ async def test_100_concurrent_clients(start: StartServer) -> None:
 
 
 async def test_str_replies_are_encoded_and_none_sends_nothing(
-    start: StartServer,
+    start: Start,
 ) -> None:
     class Words(LineServer):
         encoding = "utf-8"
@@ -74,20 +71,20 @@ async def test_str_replies_are_encoded_and_none_sends_nothing(
         async def handle_line(self, conn: LineConnection, line: bytes) -> str | None:
             return None if line == b"quiet" else f"«{line.decode()}»"
 
-    port = start(Words())
+    port = await start(Words())
     assert await roundtrip(port, b"a\nquiet\nb\n") == "«a»\n«b»\n".encode()
 
 
 @pytest.mark.parametrize("delimiter", [b"\r\n", b"END"])
-async def test_custom_delimiter(start: StartServer, delimiter: bytes) -> None:
-    port = start(Upper(delimiter=delimiter))
+async def test_custom_delimiter(start: Start, delimiter: bytes) -> None:
+    port = await start(Upper(delimiter=delimiter))
     data = delimiter.join([b"one", b"two\nstill two", b""])
     expected = delimiter.join([b"ONE", b"TWO\nSTILL TWO", b""])
     assert await roundtrip(port, data) == expected
 
 
 async def test_close_policy_never_delivers_the_line_and_closes_after_replies(
-    start: StartServer,
+    start: Start,
 ) -> None:
     seen: list[bytes] = []
 
@@ -96,7 +93,7 @@ async def test_close_policy_never_delivers_the_line_and_closes_after_replies(
             seen.append(line)
             return line.upper()
 
-    port = start(Recorder(max_line_length=8))
+    port = await start(Recorder(max_line_length=8))
     with ExpectLog(*LONG_LINE_LOG, level=logging.INFO):
         reader, writer = await connect(port)
         writer.write(b"first\n" + b"x" * 9 + b"\nafter\n")
@@ -107,9 +104,9 @@ async def test_close_policy_never_delivers_the_line_and_closes_after_replies(
 
 
 async def test_close_policy_sends_what_is_owed_before_closing(
-    start: StartServer,
+    start: Start,
 ) -> None:
-    port = start(Upper(max_line_length=8))
+    port = await start(Upper(max_line_length=8))
     with ExpectLog(*LONG_LINE_LOG, level=logging.INFO):
         reader, writer = await connect(port)
         writer.write(b"first\n")
@@ -121,9 +118,9 @@ async def test_close_policy_sends_what_is_owed_before_closing(
 
 
 async def test_skip_policy_discards_the_line_and_stays_in_sync(
-    start: StartServer,
+    start: Start,
 ) -> None:
-    port = start(Upper(max_line_length=8, on_long_line="skip"))
+    port = await start(Upper(max_line_length=8, on_long_line="skip"))
     with ExpectLog(*LONG_LINE_LOG, level=logging.INFO):
         got = await roundtrip(
             port, b"a\n" + b"x" * 9 + b"\nb\n" + b"y" * 50_000 + b"\nc\n"
@@ -132,24 +129,24 @@ async def test_skip_policy_discards_the_line_and_stays_in_sync(
 
 
 async def test_reply_policy_sends_one_error_line_and_continues(
-    start: StartServer,
+    start: Start,
 ) -> None:
-    port = start(Upper(max_line_length=8, on_long_line="reply"))
+    port = await start(Upper(max_line_length=8, on_long_line="reply"))
     with ExpectLog(*LONG_LINE_LOG, level=logging.INFO):
         got = await roundtrip(port, b"a\n" + b"x" * 100_000 + b"\nb\n")
     assert got == b"A\nERROR line too long\nB\n"
 
 
-async def test_line_of_exactly_the_cap_is_delivered(start: StartServer) -> None:
-    port = start(Upper(max_line_length=8, on_long_line="reply"))
+async def test_line_of_exactly_the_cap_is_delivered(start: Start) -> None:
+    port = await start(Upper(max_line_length=8, on_long_line="reply"))
     assert await roundtrip(port, b"x" * 8 + b"\n", chunk=3) == b"X" * 8 + b"\n"
 
 
 async def test_endless_line_keeps_memory_bounded_and_others_unaffected(
-    start: StartServer,
+    start: Start,
 ) -> None:
     server = Upper(max_line_length=1024, on_long_line="skip")
-    port = start(server)
+    port = await start(server)
     chunk = b"z" * 65536
     peak = 0
     with ExpectLog(*LONG_LINE_LOG, level=logging.INFO):
@@ -167,7 +164,7 @@ async def test_endless_line_keeps_memory_bounded_and_others_unaffected(
 
 
 async def test_half_close_answers_all_lines_then_runs_the_eof_hook(
-    start: StartServer,
+    start: Start,
 ) -> None:
     events: list[object] = []
 
@@ -179,7 +176,7 @@ async def test_half_close_answers_all_lines_then_runs_the_eof_hook(
         async def on_disconnect(self, conn: LineConnection) -> None:
             events.append("disconnected")
 
-    port = start(Tail())
+    port = await start(Tail())
     data = b"".join(f"{i}\n".encode() for i in range(500)) + b"incomplete"
     got = await roundtrip(port, data)
     expected = (
@@ -190,14 +187,14 @@ async def test_half_close_answers_all_lines_then_runs_the_eof_hook(
 
 
 async def test_default_eof_hook_ignores_an_incomplete_command(
-    start: StartServer,
+    start: Start,
 ) -> None:
-    port = start(Upper())
+    port = await start(Upper())
     assert await roundtrip(port, b"run\nrm -rf") == b"RUN\n"
 
 
-async def test_line_echo_server_echoes_the_tail_at_eof(start: StartServer) -> None:
-    port = start(LineEchoServer(delimiter=b"\r\n"))
+async def test_line_echo_server_echoes_the_tail_at_eof(start: Start) -> None:
+    port = await start(LineEchoServer(delimiter=b"\r\n"))
     rng = random.Random(1)
     data = b"".join(
         rng.randbytes(rng.randrange(200)).replace(b"\r", b"") + b"\r\n"
@@ -207,7 +204,7 @@ async def test_line_echo_server_echoes_the_tail_at_eof(start: StartServer) -> No
     assert await roundtrip(port, data, chunk=1000) == data
 
 
-async def test_connection_hooks_and_per_connection_state(start: StartServer) -> None:
+async def test_connection_hooks_and_per_connection_state(start: Start) -> None:
     class Counter(LineServer):
         async def on_connect(self, conn: LineConnection) -> None:
             conn.count = 0  # type: ignore[attr-defined]
@@ -217,11 +214,11 @@ async def test_connection_hooks_and_per_connection_state(start: StartServer) -> 
             conn.count += 1  # type: ignore[attr-defined]
             return str(conn.count)
 
-    port = start(Counter())
+    port = await start(Counter())
     assert await roundtrip(port, b"a\nb\nc\n") == b"welcome\n1\n2\n3\n"
 
 
-async def test_raw_mode_reads_exact_blocks_between_lines(start: StartServer) -> None:
+async def test_raw_mode_reads_exact_blocks_between_lines(start: Start) -> None:
     class Blocks(LineServer):
         async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
             if line.startswith(b"block "):
@@ -229,14 +226,14 @@ async def test_raw_mode_reads_exact_blocks_between_lines(start: StartServer) -> 
                 return b"block of %d: %s" % (len(data), data.replace(b"\n", b"|"))
             return line
 
-    port = start(Blocks())
+    port = await start(Blocks())
     got = await roundtrip(port, b"block 8\nab\ncd\nefafter\n", chunk=2)
     assert got == b"block of 8: ab|cd|ef\nafter\n"
 
 
-async def test_shutdown_drains_line_connections(start: StartServer) -> None:
+async def test_shutdown_drains_line_connections(start: Start) -> None:
     server = Upper()
-    port = start(server)
+    port = await start(server)
     reader, writer = await connect(port)
     writer.write(b"hi\n")
     async with asyncio.timeout(TIMEOUT):
@@ -250,7 +247,7 @@ async def test_shutdown_drains_line_connections(start: StartServer) -> None:
 
 
 async def test_handle_line_exception_is_logged_and_closes_only_that_client(
-    start: StartServer,
+    start: Start,
 ) -> None:
     class Fragile(Upper):
         async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
@@ -258,7 +255,7 @@ async def test_handle_line_exception_is_logged_and_closes_only_that_client(
                 raise RuntimeError("bug in handler")
             return line.upper()
 
-    port = start(Fragile())
+    port = await start(Fragile())
     reader, writer = await connect(port)
     with ExpectLog("tornado.application", r"Uncaught exception serving 127\.0\.0\.1"):
         writer.write(b"crash\n")

@@ -5,14 +5,34 @@
     import tornado_echo
 
     tornado_echo.run(port=10000)   # blocks; Ctrl-C drains and returns
+
+The names below are imported on first use, so importing the package (as
+its pytest plugin does in every test run) stays cheap.
 """
 
-from tornado_echo.lifecycle import ShutdownResult
-from tornado_echo.lineserver import LineConnection, LineEchoServer, LineServer
-from tornado_echo.runner import ListenError, run, serve
-from tornado_echo.server import EchoServer
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tornado_echo.lifecycle import ShutdownResult
+    from tornado_echo.lineserver import LineConnection, LineEchoServer, LineServer
+    from tornado_echo.runner import ListenError, run, serve
+    from tornado_echo.server import EchoServer
 
 __version__ = "0.2.0"
+
+_EXPORTS = {
+    "EchoServer": "tornado_echo.server",
+    "LineConnection": "tornado_echo.lineserver",
+    "LineEchoServer": "tornado_echo.lineserver",
+    "LineServer": "tornado_echo.lineserver",
+    "ListenError": "tornado_echo.runner",
+    "ShutdownResult": "tornado_echo.lifecycle",
+    "run": "tornado_echo.runner",
+    "serve": "tornado_echo.runner",
+}
 
 __all__ = [
     "EchoServer",
@@ -25,3 +45,16 @@ __all__ = [
     "run",
     "serve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tornado_echo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -7,7 +7,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol, TypeVar, cast
 
 from tornado.netutil import bind_sockets
 
@@ -19,17 +19,34 @@ Impl = Literal["stream", "compat"]
 IMPLS: tuple[Impl, ...] = ("stream", "compat")
 
 
-class Server(Protocol):
-    """What `serve` needs of a server: `.EchoServer` and `.RawEchoServer` fit."""
+class Listener(Protocol):
+    """Anything that serves on listening sockets, like a `.TCPServer`."""
 
     def add_sockets(self, sockets: list[socket.socket]) -> None: ...
 
     def stop(self) -> None: ...
 
+
+class Server(Listener, Protocol):
+    """What `serve` needs of a server: `.EchoServer` and `.RawEchoServer` fit."""
+
     async def shutdown(self, timeout: float = ...) -> ShutdownResult: ...
 
 
+_L = TypeVar("_L", bound=Listener)
+
 ServerSpec = Server | Callable[[], Server]
+
+
+def instantiate(spec: _L | Callable[[], _L]) -> _L:
+    """``spec`` itself if it is a server; otherwise call it to make one.
+
+    Servers must be created inside the running loop, so APIs take a class
+    or factory and call this there.
+    """
+    if isinstance(spec, type) or not hasattr(spec, "add_sockets"):
+        return cast(Callable[[], _L], spec)()
+    return cast(_L, spec)
 
 
 class ListenError(OSError):
@@ -57,15 +74,6 @@ def bind(port: int, host: str | None) -> list[socket.socket]:
         where = format_address((host or "*", port))
         reason = exc.strerror or str(exc)
         raise ListenError(exc.errno, f"cannot listen on {where}: {reason}") from exc
-
-
-def _resolve(server: ServerSpec | None, impl: Impl) -> Server:
-    if server is None:
-        return make_server(impl)
-    if isinstance(server, type) or not hasattr(server, "add_sockets"):
-        # A class or factory: only now, inside the running loop, create it.
-        return cast(Callable[[], Server], server)()
-    return cast(Server, server)
 
 
 async def serve(
@@ -103,7 +111,7 @@ async def serve(
     """
     if shutdown_timeout < 0:
         raise ValueError(f"shutdown_timeout must be >= 0, not {shutdown_timeout!r}")
-    srv = _resolve(server, impl)
+    srv = make_server(impl) if server is None else instantiate(server)
     sockets = bind(port, host)
     srv.add_sockets(sockets)
     bound = [(s.getsockname()[0], s.getsockname()[1]) for s in sockets]
