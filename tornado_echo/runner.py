@@ -70,10 +70,12 @@ def bind(port: int, host: str | None) -> list[socket.socket]:
     """`.bind_sockets`, with failures turned into one readable `ListenError`."""
     try:
         return bind_sockets(port, host or None)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
+        # UnicodeError: getaddrinfo's IDNA encoding rejects names like "a..b".
         where = format_address((host or "*", port))
-        reason = exc.strerror or str(exc)
-        raise ListenError(exc.errno, f"cannot listen on {where}: {reason}") from exc
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        errno = getattr(exc, "errno", None)
+        raise ListenError(errno, f"cannot listen on {where}: {reason}") from exc
 
 
 async def serve(
@@ -115,8 +117,6 @@ async def serve(
     sockets = bind(port, host)
     srv.add_sockets(sockets)
     bound = [(s.getsockname()[0], s.getsockname()[1]) for s in sockets]
-    for addr in bound:
-        log.info("listening on %s", format_address(addr))
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -130,10 +130,14 @@ async def serve(
                 # stops us by cancelling instead.
                 continue
             installed.append(sig)
+    # Announced only now, so a signal sent on seeing this line drains.
+    for addr in bound:
+        log.info("listening on %s", format_address(addr))
     try:
         if ready is not None:
             ready(bound)
         await stopping.wait()
+        srv.stop()
         log.info("shutting down (up to %gs to drain)", shutdown_timeout)
     finally:
         for sig in installed:

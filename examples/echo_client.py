@@ -1,0 +1,73 @@
+"""Send one message to an echo server and print what comes back.
+
+Start a server (``python examples/echo_server.py``), then::
+
+    python examples/echo_client.py                    # "hello, echo" to 127.0.0.1:10000
+    python examples/echo_client.py 127.0.0.1 10000 "hi there"
+
+It is the scripted version of ``nc 127.0.0.1 10000``. It prints the echo and
+exits 0, or prints one line saying what went wrong and exits 1 if it cannot
+connect or the echo does not come back within ``--timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from tornado.iostream import StreamClosedError
+from tornado.tcpclient import TCPClient
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description="Send one message to an echo server.")
+    parser.add_argument("host", nargs="?", default="127.0.0.1")
+    parser.add_argument("port", nargs="?", type=int, default=10000)
+    parser.add_argument("message", nargs="?", default="hello, echo")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+    args = parser.parse_args()
+    where = f"{args.host}:{args.port}"
+    message = args.message.encode()
+
+    client = TCPClient()
+    try:
+        async with asyncio.timeout(args.timeout):
+            stream = await client.connect(args.host, args.port)
+    except (OSError, StreamClosedError, TimeoutError) as exc:
+        print(
+            f"echo_client: cannot connect to {where}: {_reason(exc)}", file=sys.stderr
+        )
+        return 1
+    finally:
+        client.close()
+
+    try:
+        async with asyncio.timeout(args.timeout):
+            await stream.write(message)
+            reply = await stream.read_bytes(len(message))
+    except (StreamClosedError, TimeoutError) as exc:
+        print(f"echo_client: no echo from {where}: {_reason(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        # Also after a timeout: a stream whose read was abandoned is stuck.
+        stream.close()
+    print(reply.decode(errors="replace"))
+    return 0
+
+
+def _reason(exc: BaseException) -> str:
+    """A few words for why a connection failed ("Connection refused", ...)."""
+    if isinstance(exc, StreamClosedError) and exc.real_error is not None:
+        exc = exc.real_error
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, StreamClosedError):
+        return "connection closed"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,196 @@
+"""End-to-end tests of the ``tornado-echo`` command, run as a real subprocess.
+
+Each test starts the CLI (``python -m tornado_echo`` or the installed
+``tornado-echo`` script) on a free loopback port, talks to it with plain
+sockets and signals it, and bounds every wait so a hung server fails the test
+instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from _proc import (
+    PYTHON,
+    ServerProcess,
+    connect,
+    echo_once,
+    exchange,
+    run,
+    running_server,
+)
+
+IMPLS = ["stream", "compat"]
+
+
+def module_command(*args: str) -> list[str]:
+    """``python -m tornado_echo ARGS``."""
+    return [*PYTHON, "-m", "tornado_echo", *args]
+
+
+def script_command(*args: str) -> list[str]:
+    """The ``tornado-echo`` console script installed next to the interpreter."""
+    script = shutil.which("tornado-echo", path=os.path.dirname(sys.executable))
+    assert script is not None, f"no tornado-echo script next to {sys.executable}"
+    return [script, *args]
+
+
+@contextlib.contextmanager
+def serving(
+    impl: str, *args: str, launcher: str = "module"
+) -> Iterator[tuple[ServerProcess, int]]:
+    """Start the CLI on a free port with ``--impl impl``; yield it and its port."""
+    command = script_command if launcher == "script" else module_command
+    with running_server(command("--port", "0", "--impl", impl, *args)) as started:
+        yield started
+
+
+def assert_one_line_error(stderr: str, *needles: str) -> None:
+    """``stderr`` is exactly one non-empty line, containing every needle."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{stderr}"
+    assert lines[0].strip()
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize("launcher", ["module", "script"])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_serves_echo_and_exits_0_on_sigterm(impl: str, launcher: str) -> None:
+    with serving(impl, launcher=launcher) as (server, port):
+        payload = bytes(range(256)) * 400  # ~100 KB: more than one read
+        assert echo_once(port, payload) == payload
+        assert server.stop(signal.SIGTERM) == 0
+        stderr = server.stderr()
+    assert "shutting down" in stderr
+    # The echo connection had ended, so there was nothing left to drain.
+    assert "stopped: 0 connection(s) drained, 0 closed" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sigint_exits_0_without_traceback(impl: str) -> None:
+    with serving(impl) as (server, port):
+        # Echoing first proves the loop is running with the signal handlers
+        # installed; before that, SIGINT would be a KeyboardInterrupt.
+        assert echo_once(port, b"ping\n") == b"ping\n"
+        assert server.stop(signal.SIGINT) == 0
+        stderr = server.stderr()
+    assert "shutting down" in stderr
+    assert "Traceback" not in stderr
+    assert "KeyboardInterrupt" not in stderr
+
+
+def _wait_until_refused(port: int, timeout: float) -> None:
+    """Fail unless connecting to ``port`` is refused within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connect(port, timeout=1.0).close()
+        except ConnectionRefusedError:
+            return
+        # "shutting down" is logged just before the listener closes.
+        assert time.monotonic() < deadline, f"port {port} still accepts connections"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sigterm_drains_open_connection_then_closes_it(impl: str) -> None:
+    drain = 1.0
+    with (
+        serving(impl, "--shutdown-timeout", str(drain)) as (server, port),
+        connect(port) as client,
+    ):
+        assert exchange(client, b"before\n") == b"before\n"
+        signalled = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for_line("shutting down")
+
+        # Draining: no new connections, but the open one is still served.
+        _wait_until_refused(port, timeout=drain / 2)
+        assert exchange(client, b"during\n") == b"during\n"
+
+        # At the deadline the server closes it: EOF, or a reset.
+        try:
+            rest = client.recv(1024)
+        except ConnectionResetError:
+            rest = b""
+        closed_after = time.monotonic() - signalled
+        assert rest == b""
+        assert drain * 0.8 <= closed_after < drain + 5.0
+        assert server.wait() == 0
+        stderr = server.stderr()
+    assert re.search(r"stopped: \d+ connection\(s\) drained, 1 closed", stderr), stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--port", "70000"], "--port"),
+        (["--port", "abc"], "--port"),
+        (["--impl", "nope"], "--impl"),
+        (["--shutdown-timeout", "-1"], "--shutdown-timeout"),
+        (["--log-level", "loud"], "--log-level"),
+    ],
+    ids=[
+        "port-too-big",
+        "port-not-a-number",
+        "unknown-impl",
+        "negative-timeout",
+        "bad-log-level",
+    ],
+)
+def test_bad_argument_prints_usage_and_exits_2(args: list[str], option: str) -> None:
+    result = run(module_command(*args))
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+    assert f"argument {option}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_port_in_use_is_one_line_and_exit_1(impl: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(module_command("--port", str(port), "--impl", impl))
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "cannot listen on", f"127.0.0.1:{port}")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        # TEST-NET-1 (RFC 5737): no local interface has it, so bind fails
+        # with EADDRNOTAVAIL; nothing is ever sent there.
+        "192.0.2.1",
+        # .invalid never resolves (RFC 6761).
+        "no-such-host.invalid",
+        "a..b",  # getaddrinfo's IDNA step raises UnicodeError, not OSError
+    ],
+)
+def test_unbindable_address_is_one_line_and_exit_1(host: str) -> None:
+    result = run(module_command("--host", host, "--port", "0"))
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "cannot listen on", host)
+
+
+def test_help_exits_0() -> None:
+    result = run(module_command("--help"))
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage:")
+    for option in ("--host", "--port", "--impl", "--shutdown-timeout", "--log-level"):
+        assert option in result.stdout
