@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
+import threading
+import time
+from typing import Self
 
 HOST = "127.0.0.1"
 # Generous enough for 32 MiB on a loaded 2-core CI box, small enough that a
@@ -61,3 +65,61 @@ async def wait_closed_by_server(reader: asyncio.StreamReader) -> bytes:
         return await read_to_eof(reader)
     except ConnectionResetError:
         return b""
+
+
+class Flood:
+    """A client in its own thread that keeps the server's pipe full.
+
+    It sends ``payload`` over and over while reading the replies, for at
+    most ``seconds`` or until stopped, so the event loop under test has
+    work ready on every iteration.
+    """
+
+    def __init__(self, port: int, payload: bytes, seconds: float = 5.0) -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
+        self.payload = payload
+        self.seconds = seconds
+        self.stopping = threading.Event()
+        self.received = 0
+        self.threads = [
+            threading.Thread(target=self._send, daemon=True),
+            threading.Thread(target=self._receive, daemon=True),
+        ]
+
+    def __enter__(self) -> Self:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.sock.shutdown(socket.SHUT_RDWR)
+        for thread in self.threads:
+            thread.join(TIMEOUT)
+        self.sock.close()
+
+    @property
+    def sending(self) -> bool:
+        return self.threads[0].is_alive()
+
+    def _send(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        with contextlib.suppress(OSError):
+            while not self.stopping.is_set() and time.monotonic() < deadline:
+                self.sock.sendall(self.payload)
+
+    def _receive(self) -> None:
+        with contextlib.suppress(OSError):
+            while not self.stopping.is_set():
+                data = self.sock.recv(1 << 20)
+                if not data:
+                    return
+                self.received += len(data)
+
+
+async def loop_delay(seconds: float = 0.01) -> float:
+    """How long a ``sleep(seconds)`` really takes on this loop."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await asyncio.sleep(seconds)
+    return loop.time() - start

@@ -194,3 +194,59 @@ def test_help_exits_0() -> None:
     assert result.stdout.startswith("usage:")
     for option in ("--host", "--port", "--impl", "--shutdown-timeout", "--log-level"):
         assert option in result.stdout
+
+
+# --- line mode ----------------------------------------------------------------
+
+
+def _send_fin_and_read_all(sock: socket.socket, payload: bytes) -> bytes:
+    """Send ``payload``, half-close, and read until the server closes."""
+    sock.sendall(payload)
+    sock.shutdown(socket.SHUT_WR)
+    received = bytearray()
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass  # the close policy may reset: what came before still counts
+    return bytes(received)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_lines_are_echoed_as_soon_as_complete_and_the_tail_at_eof(impl: str) -> None:
+    with serving(impl, "--lines") as (_, port), connect(port) as sock:
+        sock.sendall(b"first\nsecond\nunfini")
+        received = b""
+        while received != b"first\nsecond\n":
+            chunk = sock.recv(65536)
+            assert chunk, f"closed early after {received!r}"
+            received += chunk
+        # The unterminated tail is held back until EOF, then echoed as is.
+        assert _send_fin_and_read_all(sock, b"shed") == b"unfinished"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("close", b"ok\n"),
+        ("skip", b"ok\nafter\ntail"),
+        ("reply", b"ok\nERROR line too long\nafter\ntail"),
+    ],
+)
+def test_long_line_policies(impl: str, policy: str, expected: bytes) -> None:
+    args = ("--lines", "--max-line-length", "8", "--on-long-line", policy)
+    with serving(impl, *args) as (server, port), connect(port) as sock:
+        sock.sendall(b"ok\n")
+        assert sock.recv(3) == b"ok\n"
+        got = b"ok\n" + _send_fin_and_read_all(sock, b"x" * 9 + b"\nafter\ntail")
+        server.wait_for_line(r"line longer than 8 bytes \(policy: " + policy)
+    assert got == expected
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_line_of_exactly_the_cap_and_a_crlf_delimiter(impl: str) -> None:
+    args = ("--lines", "--delimiter", r"\r\n", "--max-line-length", "8")
+    with serving(impl, *args) as (_, port), connect(port) as sock:
+        payload = b"12345678\r\nsplit\r" + b"\nlone\nlf\r\n"
+        assert _send_fin_and_read_all(sock, payload) == payload

@@ -9,11 +9,20 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from clients import HOST, TIMEOUT, abort, connect, roundtrip, wait_closed_by_server
+from clients import (
+    HOST,
+    TIMEOUT,
+    Flood,
+    abort,
+    connect,
+    loop_delay,
+    roundtrip,
+    wait_closed_by_server,
+)
 from conftest import StartServer
 from tornado.testing import ExpectLog
 
-from tornado_echo import LineConnection, LineEchoServer, LineServer
+from tornado_echo import LineConnection, LineServer
 
 LONG_LINE_LOG = (
     logging.getLogger("tornado_echo.lines"),
@@ -48,6 +57,20 @@ async def test_1000_pipelined_lines_in_one_send_are_answered_in_order(
     lines = [f"line number {i}".encode() for i in range(1000)]
     received = await roundtrip(port, b"".join(line + b"\n" for line in lines))
     assert received.split(b"\n") == [line.upper() for line in lines] + [b""]
+
+
+async def test_a_client_pipelining_without_pause_cannot_monopolise_the_loop(
+    start: Start,
+) -> None:
+    port = await start(Upper())
+    with Flood(port, b"x" * 100 + b"\n") as flood:
+        async with asyncio.timeout(TIMEOUT):
+            while flood.received < 1 << 20:
+                await asyncio.sleep(0.01)
+        delays = [await loop_delay() for _ in range(20)]
+        # Measured while the flood was still going, not after it gave up.
+        assert flood.sending
+    assert max(delays) < 0.5, delays
 
 
 async def test_100_concurrent_clients(start: Start) -> None:
@@ -193,7 +216,17 @@ async def test_default_eof_hook_ignores_an_incomplete_command(
     assert await roundtrip(port, b"run\nrm -rf") == b"RUN\n"
 
 
-async def test_line_echo_server_echoes_the_tail_at_eof(start: Start) -> None:
+class LineEchoServer(LineServer):
+    """Echoes lines, and the tail at EOF: a write after the client's FIN."""
+
+    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
+        return line
+
+    async def handle_eof(self, conn: LineConnection, tail: bytes) -> None:
+        await conn.write(tail)
+
+
+async def test_eof_hook_can_still_write_after_the_clients_fin(start: Start) -> None:
     port = await start(LineEchoServer(delimiter=b"\r\n"))
     rng = random.Random(1)
     data = b"".join(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tornado_echo.lifecycle import ShutdownResult
-    from tornado_echo.lineserver import LineConnection, LineEchoServer, LineServer
+    from tornado_echo.lineserver import IncompleteReadError, LineConnection, LineServer
     from tornado_echo.runner import ListenError, run, serve
     from tornado_echo.server import EchoServer
 
@@ -25,8 +25,8 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     "EchoServer": "tornado_echo.server",
+    "IncompleteReadError": "tornado_echo.lineserver",
     "LineConnection": "tornado_echo.lineserver",
-    "LineEchoServer": "tornado_echo.lineserver",
     "LineServer": "tornado_echo.lineserver",
     "ListenError": "tornado_echo.runner",
     "ShutdownResult": "tornado_echo.lifecycle",
@@ -36,8 +36,8 @@ _EXPORTS = {
 
 __all__ = [
     "EchoServer",
+    "IncompleteReadError",
     "LineConnection",
-    "LineEchoServer",
     "LineServer",
     "ListenError",
     "ShutdownResult",

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from tornado.log import enable_pretty_logging
 
 from tornado_echo import __version__
+from tornado_echo.echo import LONG_LINE_POLICIES, ByteEcho, LineEcho, ProtocolFactory
 from tornado_echo.lines import DEFAULT_MAX_LINE_LENGTH
-from tornado_echo.lineserver import LONG_LINE_POLICIES, LineEchoServer
-from tornado_echo.runner import IMPLS, ListenError, run
+from tornado_echo.runner import IMPLS, ListenError, make_server, run
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -99,9 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     lines = parser.add_argument_group(
         "line mode", "echo complete lines; the unterminated tail is echoed at EOF"
     )
-    lines.add_argument(
-        "--lines", action="store_true", help="echo line by line (needs --impl stream)"
-    )
+    lines.add_argument("--lines", action="store_true", help="echo line by line")
     lines.add_argument(
         "--delimiter",
         type=_delimiter,
@@ -131,12 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.lines and args.impl != "stream":
-        parser.error("--lines works with --impl stream only")
-    server = None
+    protocol: ProtocolFactory = ByteEcho
     if args.lines:
-        server = functools.partial(
-            LineEchoServer,
+        protocol = functools.partial(
+            LineEcho,
             delimiter=args.delimiter,
             max_line_length=args.max_line_length,
             on_long_line=args.on_long_line,
@@ -148,8 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(
             args.port,
             args.host,
-            impl=args.impl,
-            server=server,
+            server=functools.partial(make_server, args.impl, protocol),
             shutdown_timeout=args.shutdown_timeout,
         )
     except ListenError as exc:

@@ -31,7 +31,7 @@ What the classic version got wrong, and how it is fixed here:
 * It treated ``EAGAIN`` as an error. Spurious readiness is now ignored.
 * On EOF it closed at once, dropping queued data. Now it stops reading,
   flushes the queue and then closes, so a half-closed client gets back
-  everything it sent.
+  everything it sent (and, in line mode, its unterminated tail).
 * A reset or broken pipe on one connection closes only that connection,
   with one DEBUG line.
 * It closed the socket and then called ``remove_handler``. After ``close``
@@ -74,10 +74,12 @@ from typing import Any
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
+from tornado_echo.echo import ByteEcho, ProtocolFactory
 from tornado_echo.lifecycle import (
     ConnectionTracker,
     ServerLifecycle,
     conn_log,
+    format_address,
     log_connection_error,
 )
 from tornado_echo.server import DEFAULT_CHUNK_SIZE
@@ -97,15 +99,17 @@ class RawEchoServer(ServerLifecycle):
     tracking and `shutdown`) and offers the same lifecycle surface:
     `listen`, `add_sockets`, `stop`, `shutdown` and `connection_count`.
 
-    ``high_water_mark`` is how many queued bytes per connection stop the
-    server from reading more from that client; ``read_chunk_size`` is the
-    most one ``recv`` asks for.
+    ``protocol`` decides what is sent back, as for `.EchoServer` (the same
+    `.ByteEcho` or `.LineEcho` objects run on both). ``high_water_mark`` is
+    how many queued bytes per connection stop the server from reading more
+    from that client; ``read_chunk_size`` is the most one ``recv`` asks for.
 
     .. versionadded:: 0.1.0
     """
 
     def __init__(
         self,
+        protocol: ProtocolFactory = ByteEcho,
         read_chunk_size: int = DEFAULT_CHUNK_SIZE,
         high_water_mark: int = DEFAULT_CHUNK_SIZE,
         accepts_per_event: int = 128,
@@ -117,6 +121,7 @@ class RawEchoServer(ServerLifecycle):
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value!r}")
+        self.protocol = protocol
         self.read_chunk_size = read_chunk_size
         self.high_water_mark = high_water_mark
         self.accepts_per_event = accepts_per_event
@@ -204,6 +209,7 @@ class _RawConnection:
         "_eof",
         "_interest",
         "_io_loop",
+        "_protocol",
         "_queue",
         "_queued",
         "_server",
@@ -215,6 +221,7 @@ class _RawConnection:
         self._sock = sock
         self._address = address
         self._io_loop = IOLoop.current()
+        self._protocol = server.protocol(format_address(address))
         self._queue: collections.deque[memoryview] = collections.deque()
         self._queued = 0
         self._eof = False
@@ -247,12 +254,14 @@ class _RawConnection:
             data = self._sock.recv(self._server.read_chunk_size)
         except (BlockingIOError, InterruptedError):
             return
-        if not data:
+        out = self._protocol.receive_data(data)
+        if out:
+            self._queue.append(memoryview(out))
+            self._queued += len(out)
+            self._server._buffered += len(out)
+        if self._protocol.finished:
+            # EOF, or the protocol is done: stop reading, flush, then close.
             self._eof = True
-            return
-        self._queue.append(memoryview(data))
-        self._queued += len(data)
-        self._server._buffered += len(data)
 
     def _on_writable(self) -> None:
         while self._queue:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import Any, Literal, get_args
+from typing import Any
 
 from tornado.iostream import IOStream, StreamClosedError
 
-from tornado_echo.halfclose import HalfCloseIOStream
-from tornado_echo.lifecycle import format_address
+from tornado_echo.echo import LONG_LINE_POLICIES, LONG_LINE_REPLY, LongLinePolicy
+from tornado_echo.lifecycle import TimeSlice, format_address
 from tornado_echo.lines import (
     DEFAULT_MAX_LINE_LENGTH,
     NEED_DATA,
@@ -24,18 +24,18 @@ from tornado_echo.server import DEFAULT_CHUNK_SIZE, TrackedTCPServer
 
 log = logging.getLogger("tornado_echo.lines")
 
-LongLinePolicy = Literal["close", "skip", "reply"]
-LONG_LINE_POLICIES: tuple[str, ...] = get_args(LongLinePolicy)
 
-
-class IncompleteReadError(EOFError):
+class IncompleteReadError(StreamClosedError):
     """The peer closed the connection in the middle of `LineConnection.read_exactly`.
 
-    ``partial`` holds the bytes that did arrive.
+    ``partial`` holds the bytes that did arrive. A `.StreamClosedError`, so
+    a handler that lets it escape ends the connection quietly, like any
+    other disconnect.
     """
 
     def __init__(self, partial: bytes, expected: int) -> None:
-        super().__init__(f"connection closed after {len(partial)} of {expected} bytes")
+        super().__init__()
+        self.args = (f"connection closed after {len(partial)} of {expected} bytes",)
         self.partial = partial
         self.expected = expected
 
@@ -58,7 +58,12 @@ class LineConnection:
         self._at_eof = False
 
     def __repr__(self) -> str:
-        return f"<LineConnection {format_address(self.address)}>"
+        return f"<LineConnection {self.peer}>"
+
+    @property
+    def peer(self) -> str:
+        """The peer as text for logs: ``host:port``, ``[v6]:port`` or ``unix``."""
+        return format_address(self.address)
 
     @property
     def closed(self) -> bool:
@@ -172,7 +177,7 @@ class LineServer(TrackedTCPServer):
     delimiter: bytes = b"\n"
     max_line_length: int = DEFAULT_MAX_LINE_LENGTH
     on_long_line: LongLinePolicy = "close"
-    long_line_reply: bytes | str = "ERROR line too long"
+    long_line_reply: bytes | str = LONG_LINE_REPLY
     encoding: str = "utf-8"
     connection_class: type[LineConnection] = LineConnection
 
@@ -249,25 +254,14 @@ class LineServer(TrackedTCPServer):
         elif self.on_long_line == "reply":
             await conn.send_line(self.long_line_reply)
 
-    def _adopt(self, stream: IOStream) -> IOStream:
-        # TCPServer builds a plain IOStream, which closes the socket at EOF.
-        # It has not touched the IOLoop yet, so a HalfCloseIOStream can take
-        # over its socket. (SSLIOStream registers for its handshake at once,
-        # so TLS connections keep their stream and lose half-close writes.)
-        if type(stream) is IOStream:
-            return HalfCloseIOStream(
-                stream.socket,
-                max_buffer_size=self.max_buffer_size,
-                read_chunk_size=self.read_chunk_size,
-            )
-        return stream
-
     async def serve_stream(self, stream: IOStream, address: Any) -> None:
         conn = self.connection_class(self, stream, address)
         self._line_connections.add(conn)
+        time_slice = TimeSlice()
         try:
             await self.on_connect(conn)
             while not conn.closed:
+                await time_slice.check()
                 event = await conn._next_event()
                 if isinstance(event, Line):
                     reply = await self.handle_line(conn, event.data)
@@ -293,19 +287,3 @@ class LineServer(TrackedTCPServer):
         finally:
             self._line_connections.discard(conn)
             await self.on_disconnect(conn)
-
-
-class LineEchoServer(LineServer):
-    """Echoes each complete line, then the unterminated tail at EOF, as is.
-
-    The server behind ``tornado-echo --lines``.
-
-    .. versionadded:: 0.2.0
-    """
-
-    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
-        return line
-
-    async def handle_eof(self, conn: LineConnection, tail: bytes) -> None:
-        if tail:
-            await conn.write(tail)

@@ -11,6 +11,7 @@ from typing import Literal, Protocol, TypeVar, cast
 
 from tornado.netutil import bind_sockets
 
+from tornado_echo.echo import ByteEcho, ProtocolFactory
 from tornado_echo.lifecycle import ShutdownResult, format_address
 
 log = logging.getLogger("tornado_echo")
@@ -53,16 +54,20 @@ class ListenError(OSError):
     """The server could not bind its address (port in use, unknown host, ...)."""
 
 
-def make_server(impl: Impl = "stream") -> Server:
-    """A new echo server of the named implementation (call inside a loop)."""
+def make_server(impl: Impl = "stream", protocol: ProtocolFactory = ByteEcho) -> Server:
+    """A new echo server of the named implementation (call inside a loop).
+
+    ``protocol`` is what it echoes (`.ByteEcho` or `.LineEcho`), whichever
+    implementation runs it.
+    """
     if impl == "stream":
         from tornado_echo.server import EchoServer
 
-        return EchoServer()
+        return EchoServer(protocol)
     if impl == "compat":
         from tornado_echo.compat import RawEchoServer
 
-        return RawEchoServer()
+        return RawEchoServer(protocol)
     raise ValueError(f"impl must be one of {', '.join(IMPLS)}, not {impl!r}")
 
 

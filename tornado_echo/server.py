@@ -6,12 +6,16 @@ import socket
 import ssl
 from typing import Any
 
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpserver import TCPServer
 
+from tornado_echo.echo import ByteEcho, ProtocolFactory
+from tornado_echo.halfclose import HalfCloseIOStream
 from tornado_echo.lifecycle import (
     ConnectionTracker,
     ServerLifecycle,
+    TimeSlice,
+    format_address,
     log_connection_error,
 )
 
@@ -64,7 +68,17 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
         raise NotImplementedError()
 
     def _adopt(self, stream: IOStream) -> IOStream:
-        # Lets a subclass swap in another stream class before any I/O.
+        # TCPServer builds a plain IOStream, which closes the socket at EOF.
+        # It has not touched the IOLoop yet, so a HalfCloseIOStream can take
+        # over its socket and keep it writable after the client's FIN.
+        # (SSLIOStream registers for its handshake at once, so TLS
+        # connections keep their stream, and their EOF is final.)
+        if type(stream) is IOStream:
+            return HalfCloseIOStream(
+                stream.socket,
+                max_buffer_size=self.max_buffer_size,
+                read_chunk_size=self.read_chunk_size,
+            )
         return stream
 
 
@@ -96,19 +110,46 @@ class EchoServer(TrackedTCPServer):
 
         asyncio.run(main())
 
-    The constructor takes `.TCPServer`'s ``ssl_options``, ``max_buffer_size``
-    and ``read_chunk_size``.
+    ``protocol`` decides what is sent back: `.ByteEcho` (the default) echoes
+    every byte; `.LineEcho` echoes line by line, with a length cap, as
+    ``tornado-echo --lines`` does. It is called once per connection with the
+    peer's address. The other arguments are `.TCPServer`'s.
 
     .. versionadded:: 0.1.0
     """
 
+    def __init__(
+        self,
+        protocol: ProtocolFactory = ByteEcho,
+        ssl_options: dict[str, Any] | ssl.SSLContext | None = None,
+        max_buffer_size: int | None = None,
+        read_chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            ssl_options=ssl_options,
+            max_buffer_size=max_buffer_size,
+            read_chunk_size=read_chunk_size,
+        )
+        self.protocol = protocol
+
     async def serve_stream(self, stream: IOStream, address: Any) -> None:
-        """Echo ``stream`` until the peer closes it (the hot path)."""
+        """Echo ``stream`` until the protocol is finished (the hot path)."""
+        protocol = self.protocol(format_address(address))
         chunk_size = self.read_chunk_size or DEFAULT_CHUNK_SIZE
-        while True:
-            data = await stream.read_bytes(chunk_size, partial=True)
-            self._buffered += len(data)
+        time_slice = TimeSlice()
+        while not protocol.finished:
             try:
-                await stream.write(data)
-            finally:
-                self._buffered -= len(data)
+                data = await stream.read_bytes(chunk_size, partial=True)
+            except StreamClosedError as exc:
+                if exc.real_error is not None:
+                    raise
+                # The client's FIN: the protocol may still owe a last answer.
+                data = b""
+            out = protocol.receive_data(data)
+            if out:
+                self._buffered += len(out)
+                try:
+                    await stream.write(out)
+                finally:
+                    self._buffered -= len(out)
+            await time_slice.check()

@@ -1,0 +1,130 @@
+"""What an echo server says back: sans-IO echo protocols for both drivers.
+
+`.EchoServer` (on `.IOStream`) and `.RawEchoServer` (on raw fd handlers) do
+the I/O; an *echo protocol* decides what to send back. It is a plain
+object, with no Tornado import: the driver feeds it every chunk it reads
+(``b""`` at end of input) and sends whatever it returns; once `finished`
+is true the driver sends that last answer and closes. Both drivers run the
+same protocol objects, so the byte echo and the line echo behave the same
+on either.
+
+>>> proto = LineEcho("127.0.0.1:5000", max_line_length=4, on_long_line="reply")
+>>> proto.receive_data(b"ab\\ntoo long\\ncd")
+b'ab\\nERROR line too long\\n'
+>>> proto.receive_data(b"")
+b'cd'
+>>> proto.finished
+True
+
+.. versionadded:: 0.2.0
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Literal, Protocol, get_args
+
+from tornado_echo.lines import (
+    DEFAULT_MAX_LINE_LENGTH,
+    NEED_DATA,
+    EndOfInput,
+    Line,
+    LineFramer,
+    LineTooLong,
+)
+
+log = logging.getLogger("tornado_echo.lines")
+
+LongLinePolicy = Literal["close", "skip", "reply"]
+LONG_LINE_POLICIES: tuple[str, ...] = get_args(LongLinePolicy)
+
+#: The error line the ``reply`` policy sends.
+LONG_LINE_REPLY = b"ERROR line too long"
+
+
+class EchoProtocol(Protocol):
+    """The interface the drivers use."""
+
+    @property
+    def finished(self) -> bool:
+        """True once the connection should close after the last answer."""
+        ...
+
+    def receive_data(self, data: bytes) -> bytes:
+        """Take received bytes (``b""`` at EOF); return the bytes to send."""
+        ...
+
+
+#: Builds one protocol object per connection, given the peer as ``host:port``.
+ProtocolFactory = Callable[[str], EchoProtocol]
+
+
+class ByteEcho:
+    """RFC 862: every byte back, as it arrives, until the client's EOF."""
+
+    __slots__ = ("finished",)
+
+    def __init__(self, peer: str = "") -> None:
+        self.finished = False
+
+    def receive_data(self, data: bytes) -> bytes:
+        if not data:
+            self.finished = True
+        return data
+
+
+class LineEcho:
+    """Echo complete lines, and the unterminated tail at EOF, as received.
+
+    Overlong lines follow ``on_long_line``: ``close`` (never echoed; the
+    connection closes after what is owed), ``skip`` (dropped, still in sync)
+    or ``reply`` (an error line, then as ``skip``). Each is logged once at
+    INFO with the peer.
+    """
+
+    __slots__ = ("_framer", "_peer", "finished", "on_long_line")
+
+    def __init__(
+        self,
+        peer: str = "",
+        *,
+        delimiter: bytes = b"\n",
+        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        on_long_line: LongLinePolicy = "close",
+    ) -> None:
+        if on_long_line not in LONG_LINE_POLICIES:
+            raise ValueError(
+                f"on_long_line must be one of {', '.join(LONG_LINE_POLICIES)}, "
+                f"not {on_long_line!r}"
+            )
+        self._framer = LineFramer(delimiter, max_line_length)
+        self._peer = peer
+        self.on_long_line = on_long_line
+        self.finished = False
+
+    def receive_data(self, data: bytes) -> bytes:
+        framer = self._framer
+        framer.receive_data(data)
+        out = bytearray()
+        while not self.finished and (event := framer.next_event()) is not NEED_DATA:
+            if isinstance(event, Line):
+                # A framed line cannot contain the delimiter, so appending it
+                # reproduces the input exactly.
+                out += event.data
+                out += framer.delimiter
+            elif isinstance(event, LineTooLong):
+                log.info(
+                    "%s: line longer than %d bytes (policy: %s)",
+                    self._peer,
+                    event.limit,
+                    self.on_long_line,
+                )
+                if self.on_long_line == "close":
+                    self.finished = True
+                elif self.on_long_line == "reply":
+                    out += framer.frame(LONG_LINE_REPLY)
+            elif isinstance(event, EndOfInput):
+                out += event.tail
+                self.finished = True
+        return bytes(out)
