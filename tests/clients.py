@@ -117,9 +117,20 @@ class Flood:
                 self.received += len(data)
 
 
-async def loop_delay(seconds: float = 0.01) -> float:
-    """How long a ``sleep(seconds)`` really takes on this loop."""
+async def loop_delays_under_flood(port: int, payload: bytes) -> list[float]:
+    """How long ``sleep(0.01)`` takes on this loop while a client floods ``port``.
+
+    Measured once the flood is in full swing, and only while it still is.
+    """
     loop = asyncio.get_running_loop()
-    start = loop.time()
-    await asyncio.sleep(seconds)
-    return loop.time() - start
+    delays = []
+    with Flood(port, payload) as flood:
+        async with asyncio.timeout(TIMEOUT):
+            while flood.received < 1 << 20:
+                await asyncio.sleep(0.01)
+        for _ in range(20):
+            start = loop.time()
+            await asyncio.sleep(0.01)
+            delays.append(loop.time() - start)
+        assert flood.sending, "the flood ended before the loop got a turn"
+    return delays

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import ssl
-from typing import Any
+from typing import Any, Unpack
 
 from tornado.iostream import IOStream, StreamClosedError
 
@@ -20,7 +19,7 @@ from tornado_echo.lines import (
     LineTooLong,
     RawData,
 )
-from tornado_echo.server import DEFAULT_CHUNK_SIZE, TrackedTCPServer
+from tornado_echo.server import DEFAULT_CHUNK_SIZE, TCPServerOptions, TrackedTCPServer
 
 log = logging.getLogger("tornado_echo.lines")
 
@@ -188,15 +187,9 @@ class LineServer(TrackedTCPServer):
         max_line_length: int | None = None,
         on_long_line: LongLinePolicy | None = None,
         encoding: str | None = None,
-        ssl_options: dict[str, Any] | ssl.SSLContext | None = None,
-        max_buffer_size: int | None = None,
-        read_chunk_size: int | None = None,
+        **options: Unpack[TCPServerOptions],
     ) -> None:
-        super().__init__(
-            ssl_options=ssl_options,
-            max_buffer_size=max_buffer_size,
-            read_chunk_size=read_chunk_size,
-        )
+        super().__init__(**options)
         if delimiter is not None:
             self.delimiter = delimiter
         if max_line_length is not None:

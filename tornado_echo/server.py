@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpserver import TCPServer
@@ -24,6 +24,14 @@ from tornado_echo.lifecycle import (
 DEFAULT_CHUNK_SIZE = 65536
 
 
+class TCPServerOptions(TypedDict, total=False):
+    """The `.TCPServer` constructor arguments our servers pass through."""
+
+    ssl_options: dict[str, Any] | ssl.SSLContext | None
+    max_buffer_size: int | None
+    read_chunk_size: int | None
+
+
 class TrackedTCPServer(ServerLifecycle, TCPServer):
     """A `.TCPServer` that tracks its connections and always closes them.
 
@@ -36,17 +44,8 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(
-        self,
-        ssl_options: dict[str, Any] | ssl.SSLContext | None = None,
-        max_buffer_size: int | None = None,
-        read_chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(
-            ssl_options=ssl_options,
-            max_buffer_size=max_buffer_size,
-            read_chunk_size=read_chunk_size,
-        )
+    def __init__(self, **options: Unpack[TCPServerOptions]) -> None:
+        super().__init__(**options)
         self._connections = ConnectionTracker()
 
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
@@ -119,17 +118,9 @@ class EchoServer(TrackedTCPServer):
     """
 
     def __init__(
-        self,
-        protocol: ProtocolFactory = ByteEcho,
-        ssl_options: dict[str, Any] | ssl.SSLContext | None = None,
-        max_buffer_size: int | None = None,
-        read_chunk_size: int | None = None,
+        self, protocol: ProtocolFactory = ByteEcho, **options: Unpack[TCPServerOptions]
     ) -> None:
-        super().__init__(
-            ssl_options=ssl_options,
-            max_buffer_size=max_buffer_size,
-            read_chunk_size=read_chunk_size,
-        )
+        super().__init__(**options)
         self.protocol = protocol
 
     async def serve_stream(self, stream: IOStream, address: Any) -> None:
