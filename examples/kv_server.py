@@ -105,7 +105,7 @@ class KVServer(LineServer):
                 "DELETED" if self.store.pop(args[0], None) is not None else "NOT_FOUND"
             )
         if command == b"quit" and not args:
-            conn.close()
+            conn.finish()
             return None
         return "ERROR"
 
@@ -119,7 +119,7 @@ class KVServer(LineServer):
         size = int(length)
         if size > self.max_value_size:
             await conn.send_line("CLIENT_ERROR value too large")
-            conn.close()
+            conn.finish()
             return None
         try:
             block = await conn.read_exactly(size + 2)

@@ -7,6 +7,7 @@ Every test runs once against `EchoServer` (IOStream) and once against
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 
@@ -20,10 +21,11 @@ from clients import (
     roundtrip,
     wait_closed_by_server,
 )
-from conftest import EchoImpl
+from conftest import IMPLS, EchoImpl, StartServer
 from tornado.testing import ExpectLog
 
 from tornado_echo.compat import _RawConnection
+from tornado_echo.echo import LineEcho
 from tornado_echo.server import EchoServer
 
 Echo = tuple[EchoImpl, int]
@@ -265,3 +267,43 @@ async def test_handler_exception_closes_that_stream_and_is_logged(
     monkeypatch.undo()
     # The server still serves everyone else.
     assert await roundtrip(port, b"fine") == b"fine"
+
+
+async def test_closing_first_loses_nothing_the_client_has_yet_to_read(
+    impl: str, start_tcp_server: StartServer
+) -> None:
+    # A line-mode connection ends at an overlong line while the client is
+    # still sending and has read nothing. A plain close() with its input
+    # unread would reset the connection and destroy the ~1 MB of echoes
+    # still in the kernel buffers.
+    finished = asyncio.Event()
+
+    class Watched(LineEcho):
+        def receive_data(self, data: bytes) -> bytes:
+            out = super().receive_data(data)
+            if self.finished:
+                finished.set()
+            return out
+
+    server = IMPLS[impl](functools.partial(Watched, max_line_length=8))
+    port = (await start_tcp_server(server)).port
+    owed = b"ok\n" * 300_000
+    reader, writer = await connect(port)
+    try:
+        with ExpectLog(
+            logging.getLogger("tornado_echo.lines"),
+            ".*line longer than 8",
+            level=logging.INFO,
+        ):
+            async with asyncio.timeout(TIMEOUT):
+                writer.write(owed + b"x" * 200_000)
+                await writer.drain()
+                await finished.wait()
+                while server.buffered_bytes:
+                    await asyncio.sleep(0.01)
+                # Give a careless server time to close before we read.
+                await asyncio.sleep(0.2)
+                received = await reader.read()
+    finally:
+        writer.close()
+    assert len(received) == len(owed)

@@ -37,6 +37,11 @@ What the classic version got wrong, and how it is fixed here:
 * It closed the socket and then called ``remove_handler``. After ``close``
   the fd is -1 and the removal misses, leaving a handler for a dead fd; the
   handler is now removed first.
+* When the server decides to close first (a line-mode client sent an
+  overlong line), closing with the client's input unread would make the
+  kernel send a reset and destroy replies the client has yet to read. The
+  server sends FIN and drops the client's input until it closes too, for at
+  most a couple of seconds.
 * It read without limit into the queue. Reading stops while the queue is
   above ``high_water_mark`` bytes, so a client that never reads cannot make
   the server's memory grow.
@@ -76,6 +81,7 @@ from tornado.netutil import bind_sockets
 
 from tornado_echo.echo import ByteEcho, ProtocolFactory
 from tornado_echo.lifecycle import (
+    LINGER_TIMEOUT,
     ConnectionTracker,
     ServerLifecycle,
     conn_log,
@@ -209,6 +215,8 @@ class _RawConnection:
         "_eof",
         "_interest",
         "_io_loop",
+        "_linger_timer",
+        "_peer_eof",
         "_protocol",
         "_queue",
         "_queued",
@@ -225,6 +233,8 @@ class _RawConnection:
         self._queue: collections.deque[memoryview] = collections.deque()
         self._queued = 0
         self._eof = False
+        self._peer_eof = False
+        self._linger_timer: object | None = None
         self._closed = False
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -247,6 +257,9 @@ class _RawConnection:
             self.close()
 
     def _on_readable(self) -> None:
+        if self._linger_timer is not None:
+            self._drop_input()
+            return
         if self._eof or self._queued >= self._server.high_water_mark:
             # A READ event that was already queued when interest changed.
             return
@@ -254,6 +267,8 @@ class _RawConnection:
             data = self._sock.recv(self._server.read_chunk_size)
         except (BlockingIOError, InterruptedError):
             return
+        if not data:
+            self._peer_eof = True
         out = self._protocol.receive_data(data)
         if out:
             self._queue.append(memoryview(out))
@@ -280,11 +295,15 @@ class _RawConnection:
     def _update_interest(self) -> None:
         if self._closed:
             return
-        if self._eof and not self._queue:
-            self.close()
-            return
+        if self._eof and not self._queue and self._linger_timer is None:
+            if self._peer_eof:
+                self.close()
+                return
+            self._start_lingering()
         interest = 0
-        if not self._eof and self._queued < self._server.high_water_mark:
+        if self._linger_timer is not None or (
+            not self._eof and self._queued < self._server.high_water_mark
+        ):
             interest |= IOLoop.READ
         if self._queue:
             interest |= IOLoop.WRITE
@@ -292,11 +311,28 @@ class _RawConnection:
             self._io_loop.update_handler(self._sock, interest)
             self._interest = interest
 
+    def _start_lingering(self) -> None:
+        # We are done but the client has not closed: closing now, with its
+        # input unread, would reset the connection and destroy replies it
+        # has yet to read. Send FIN, drop its input until it closes too.
+        self._sock.shutdown(socket.SHUT_WR)
+        self._linger_timer = self._io_loop.call_later(LINGER_TIMEOUT, self.close)
+
+    def _drop_input(self) -> None:
+        try:
+            data = self._sock.recv(self._server.read_chunk_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self.close()
+
     def close(self) -> None:
         """Unregister, then close; idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._linger_timer is not None:
+            self._io_loop.remove_timeout(self._linger_timer)
         # Before close(): afterwards fileno() is -1 and the removal would
         # silently miss, leaving a handler registered for a dead fd.
         self._io_loop.remove_handler(self._sock)

@@ -12,10 +12,12 @@ Later writes go through a fresh `.IOStream` on the same socket, and a second
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from asyncio import Future
 from typing import Any
 
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 
 
 class HalfCloseIOStream(IOStream):
@@ -53,6 +55,27 @@ class HalfCloseIOStream(IOStream):
         if self._write_side is not None:
             return self._write_side.write(data)
         return super().write(data)
+
+    async def finish(self, linger: float) -> None:
+        """Close without losing what the peer has yet to read.
+
+        Closing a socket that still has unread input makes the kernel send
+        a reset, which throws away whatever the peer has not read yet. So
+        when the peer has not half-closed: send our FIN after the queued
+        data, then read and drop its input until it closes too, for at most
+        ``linger`` seconds, and only then close.
+        """
+        if not self.closed() and not self.peer_closed:
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+                async with asyncio.timeout(linger):
+                    while True:
+                        await self.read_bytes(self.read_chunk_size, partial=True)
+            except (OSError, StreamClosedError, TimeoutError):
+                pass  # closed by the peer (the goal), reset, or out of time
+        # An abandoned read leaves the stream unusable: close in every case.
+        self.close()
+        self.close()  # the second close releases the write side, if kept
 
     def close(self, exc_info: Any = False) -> None:
         if self.closed() and self._write_side is not None:

@@ -43,6 +43,11 @@ _PEER_GONE = frozenset(
 # gives the loop a turn after this many seconds of uninterrupted work.
 _TIME_SLICE = 0.005
 
+#: When the server ends a connection the client has not closed, how long it
+#: keeps reading and dropping the client's input so the close does not turn
+#: into a reset that destroys replies the client has yet to read.
+LINGER_TIMEOUT = 2.0
+
 # After shutdown force-closes connections, their handlers still need one or
 # two loop iterations to run their ``finally`` blocks; wait this long for
 # them so callers see a quiescent server, but never hang on a stuck handler.

@@ -54,6 +54,7 @@ class LineConnection:
         self.address = address
         self._framer = LineFramer(server.delimiter, server.max_line_length)
         self._closed = False
+        self._finishing = False
         self._at_eof = False
 
     def __repr__(self) -> str:
@@ -88,9 +89,23 @@ class LineConnection:
         await self.stream.write(data)
 
     def close(self) -> None:
-        """Close the connection now. Anything already awaited has been sent."""
+        """Close the connection now, from any task.
+
+        Replies already awaited were handed to the kernel, but a client that
+        has not read them yet may lose them to the reset that closing with
+        its input unread causes; to end a conversation, prefer `finish`.
+        """
         self._closed = True
         self.stream.close()
+
+    def finish(self) -> None:
+        """End the connection once the current hook returns, losing nothing.
+
+        No more lines are read. The server sends FIN after everything
+        already sent, drops the client's input until it closes too (for a
+        couple of seconds at most), then closes.
+        """
+        self._finishing = True
 
     async def read_exactly(self, n: int) -> bytes:
         """Read exactly ``n`` raw bytes (raw mode), then go back to lines.
@@ -143,7 +158,7 @@ class LineServer(TrackedTCPServer):
 
     ``"close"`` (default)
         the line is never delivered and the connection is closed once
-        everything already owed has been sent;
+        everything already owed has been sent (`LineConnection.finish`);
     ``"skip"``
         the line is discarded up to and including its delimiter, and the
         connection carries on, still in sync;
@@ -243,7 +258,7 @@ class LineServer(TrackedTCPServer):
     async def handle_long_line(self, conn: LineConnection) -> None:
         """Called when a line exceeds ``max_line_length``; applies the policy."""
         if self.on_long_line == "close":
-            conn.close()
+            conn.finish()
         elif self.on_long_line == "reply":
             await conn.send_line(self.long_line_reply)
 
@@ -253,7 +268,7 @@ class LineServer(TrackedTCPServer):
         time_slice = TimeSlice()
         try:
             await self.on_connect(conn)
-            while not conn.closed:
+            while not (conn.closed or conn._finishing):
                 await time_slice.check()
                 event = await conn._next_event()
                 if isinstance(event, Line):

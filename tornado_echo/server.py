@@ -12,6 +12,7 @@ from tornado.tcpserver import TCPServer
 from tornado_echo.echo import ByteEcho, ProtocolFactory
 from tornado_echo.halfclose import HalfCloseIOStream
 from tornado_echo.lifecycle import (
+    LINGER_TIMEOUT,
     ConnectionTracker,
     ServerLifecycle,
     TimeSlice,
@@ -56,6 +57,8 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
             if stream.socket.family in (socket.AF_INET, socket.AF_INET6):
                 stream.set_nodelay(True)
             await self.serve_stream(stream, address)
+            if isinstance(stream, HalfCloseIOStream):
+                await stream.finish(LINGER_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - logged; others keep being served
             log_connection_error(address, exc)
         finally:
