@@ -10,11 +10,13 @@ but `tornado.testing`, to show that works too.
 from __future__ import annotations
 
 import asyncio
+import logging
 from unittest import mock
 
 from tornado.tcpclient import TCPClient
 from tornado.testing import AsyncTestCase, ExpectLog, bind_unused_port, gen_test
 
+from tornado_echo import LineConnection, LineServer
 from tornado_echo.compat import RawEchoServer, _RawConnection
 from tornado_echo.server import EchoServer
 from tornado_echo.testing import ServerTestCase
@@ -97,3 +99,45 @@ class BareTornadoTest(AsyncTestCase):
         finally:
             stream.close()
             await server.shutdown(timeout=1)
+
+
+class _Upper(LineServer):
+    max_line_length = 16
+
+    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
+        return line.upper()
+
+    async def handle_eof(self, conn: LineConnection, tail: bytes) -> None:
+        await conn.send_line(b"tail=" + tail)
+
+
+class LineServerTornadoTest(ServerTestCase):
+    """LineServer in the AsyncTestCase style."""
+
+    def get_server(self) -> LineServer:
+        return _Upper(on_long_line="reply")
+
+    @gen_test
+    async def test_1000_pipelined_lines_answered_in_order(self) -> None:
+        client = await self.connect()
+        await client.send(b"".join(b"line %d\n" % i for i in range(1000)))
+        for i in range(1000):
+            self.assertEqual(await client.read_line(), b"LINE %d" % i)
+
+    @gen_test
+    async def test_reply_policy_then_carries_on(self) -> None:
+        client = await self.connect()
+        with ExpectLog(
+            "tornado_echo.lines", r".*line longer than 16", level=logging.INFO
+        ):
+            await client.send(b"a\n" + b"z" * 17 + b"\nb\n")
+            self.assertEqual(await client.read_line(), b"A")
+            self.assertEqual(await client.read_line(), b"ERROR line too long")
+            self.assertEqual(await client.read_line(), b"B")
+
+    @gen_test
+    async def test_half_close_answers_lines_then_the_tail(self) -> None:
+        client = await self.connect()
+        await client.send(b"x\ny\nrest")
+        client.shutdown_write()
+        self.assertEqual(await client.read_until_close(), b"X\nY\ntail=rest\n")
