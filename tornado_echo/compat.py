@@ -115,6 +115,7 @@ class RawEchoServer(ServerLifecycle):
 
     def __init__(
         self,
+        *,
         protocol: ProtocolFactory = ByteEcho,
         read_chunk_size: int = DEFAULT_CHUNK_SIZE,
         high_water_mark: int = DEFAULT_CHUNK_SIZE,

@@ -63,11 +63,11 @@ def make_server(impl: Impl = "stream", protocol: ProtocolFactory = ByteEcho) -> 
     if impl == "stream":
         from tornado_echo.server import EchoServer
 
-        return EchoServer(protocol)
+        return EchoServer(protocol=protocol)
     if impl == "compat":
         from tornado_echo.compat import RawEchoServer
 
-        return RawEchoServer(protocol)
+        return RawEchoServer(protocol=protocol)
     raise ValueError(f"impl must be one of {', '.join(IMPLS)}, not {impl!r}")
 
 

@@ -118,10 +118,16 @@ class EchoServer(TrackedTCPServer):
     peer's address. The other arguments are `.TCPServer`'s.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.2.0
+       The ``protocol`` argument; the stream is a `.HalfCloseIOStream`.
     """
 
     def __init__(
-        self, protocol: ProtocolFactory = ByteEcho, **options: Unpack[TCPServerOptions]
+        self,
+        *,
+        protocol: ProtocolFactory = ByteEcho,
+        **options: Unpack[TCPServerOptions],
     ) -> None:
         super().__init__(**options)
         self.protocol = protocol
