@@ -126,7 +126,11 @@ class LineClient:
         await self.send(line + self.delimiter)
 
     async def read_line(self, max_bytes: int = 1 << 20) -> bytes:
-        """Read one line and return it without its delimiter."""
+        """Read one line and return it without its delimiter.
+
+        A line longer than ``max_bytes`` closes the client (as
+        `.IOStream.read_until` does) and raises `.StreamClosedError`.
+        """
         data = await self._bounded(
             self.stream.read_until(self.delimiter, max_bytes=max_bytes), "a line"
         )
@@ -148,10 +152,12 @@ class LineClient:
         self.stream.socket.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
+        """Close the connection (idempotent)."""
         self.stream.close()
 
     @property
     def closed(self) -> bool:
+        """True once the client or the server closed the connection."""
         return self.stream.closed()
 
     async def _bounded(self, step: Awaitable[_T], what: str) -> _T:
