@@ -250,3 +250,19 @@ def test_line_of_exactly_the_cap_and_a_crlf_delimiter(impl: str) -> None:
     with serving(impl, *args) as (_, port), connect(port) as sock:
         payload = b"12345678\r\nsplit\r" + b"\nlone\nlf\r\n"
         assert _send_fin_and_read_all(sock, payload) == payload
+
+
+def test_ipv6_host_is_logged_in_brackets() -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    server = ServerProcess(module_command("--host", "::1", "--port", "0"))
+    try:
+        port = int(server.wait_for_line(r"listening on \[::1\]:(\d+)").group(1))
+        with socket.create_connection(("::1", port), timeout=10) as sock:
+            assert exchange(sock, b"v6") == b"v6"
+        assert server.stop() == 0
+    finally:
+        server.close()

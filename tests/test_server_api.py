@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
 from pathlib import Path
 
 import pytest
 from clients import HOST, TIMEOUT, connect, wait_closed_by_server
 from conftest import IMPLS
-from tornado.netutil import bind_unix_socket
+from tornado.netutil import bind_sockets, bind_unix_socket
 from tornado.testing import ExpectLog, bind_unused_port
 
 from tornado_echo.server import EchoServer
@@ -113,5 +114,31 @@ async def test_plain_echo_still_works_after_a_failed_tls_handshake(
             w2.write(b"fine")
             assert await r2.readexactly(4) == b"fine"
             w2.close()
+    finally:
+        await server.shutdown(timeout=0)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_ipv6_loopback(impl: str) -> None:
+    server = IMPLS[impl]()
+    sockets = bind_sockets(0, "::1")
+    port = sockets[0].getsockname()[1]
+    server.add_sockets(sockets)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            reader, writer = await asyncio.open_connection("::1", port)
+            writer.write(b"over IPv6")
+            writer.write_eof()
+            assert await reader.read() == b"over IPv6"
+            writer.close()
     finally:
         await server.shutdown(timeout=0)
