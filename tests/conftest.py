@@ -8,6 +8,7 @@ the server closed each connection whose client went away.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -30,6 +31,19 @@ StartServer = Callable[..., Awaitable[ServerAddress]]
 def impl(request: pytest.FixtureRequest) -> str:
     """The name of the echo implementation under test."""
     return str(request.param)
+
+
+Start = Callable[[Any], Awaitable[int]]
+
+
+@pytest_asyncio.fixture
+async def start(start_tcp_server: StartServer) -> Start:
+    """``await start(server)``: serve on a loopback port, return the port."""
+
+    async def start(server: Any) -> int:
+        return (await start_tcp_server(server)).port
+
+    return start
 
 
 @pytest_asyncio.fixture

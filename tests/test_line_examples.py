@@ -16,9 +16,8 @@ import _proc
 import pytest
 import pytest_asyncio
 from clients import HOST, TIMEOUT, connect, roundtrip, wait_closed_by_server
-from tornado.testing import ExpectLog, bind_unused_port
-
-from tornado_echo import LineServer
+from conftest import Start
+from tornado.testing import ExpectLog
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -41,24 +40,6 @@ kv = load_example("kv_server")
 
 CHAT_LOG = logging.getLogger("chat_server")
 
-StartServer = Callable[[LineServer], int]
-
-
-@pytest_asyncio.fixture
-async def start() -> AsyncIterator[StartServer]:
-    """Start a server on a loopback port; all are shut down afterwards."""
-    servers: list[LineServer] = []
-
-    def start(server: LineServer) -> int:
-        sock, port = bind_unused_port()
-        server.add_sockets([sock])
-        servers.append(server)
-        return port
-
-    yield start
-    for server in servers:
-        await server.shutdown(timeout=0)
-
 
 async def wait_until(condition: Callable[[], bool]) -> None:
     """Poll ``condition`` until it holds, failing after TIMEOUT."""
@@ -71,9 +52,9 @@ async def wait_until(condition: Callable[[], bool]) -> None:
 
 
 async def test_uppercase_server_answers_each_line_in_upper_case(
-    start: StartServer,
+    start: Start,
 ) -> None:
-    port = start(uppercase.UppercaseServer())
+    port = await start(uppercase.UppercaseServer())
     got = await roundtrip(port, b"hello\nMixed Case 42\n\nlast one\n")
     assert got == b"HELLO\nMIXED CASE 42\n\nLAST ONE\n"
 
@@ -137,9 +118,9 @@ def writer_tasks() -> list[asyncio.Task[Any]]:
 
 
 async def test_chat_line_reaches_every_other_client_but_not_its_sender(
-    start: StartServer,
+    start: Start,
 ) -> None:
-    port = start(chat.ChatServer())
+    port = await start(chat.ChatServer())
     a, b, c = [await ChatClient.join(port) for _ in range(3)]
     try:
         a.writer.write(b"hello room\n")
@@ -164,10 +145,10 @@ def flood_line(i: int) -> bytes:
 
 
 async def test_chat_disconnects_a_slow_client_and_the_others_get_every_line(
-    start: StartServer,
+    start: Start,
 ) -> None:
     server = chat.ChatServer()
-    port = start(server)
+    port = await start(server)
     sender = await ChatClient.join(port)
     fast = await ChatClient.join(port)
     slow = await ChatClient.join(port, slow=True)
@@ -219,10 +200,10 @@ async def test_chat_disconnects_a_slow_client_and_the_others_get_every_line(
 
 
 async def test_chat_writer_tasks_end_with_their_connections(
-    start: StartServer,
+    start: Start,
 ) -> None:
     server = chat.ChatServer()
-    port = start(server)
+    port = await start(server)
     clients = [await ChatClient.join(port) for _ in range(3)]
     assert len(writer_tasks()) == 3
     for client in clients:
@@ -263,9 +244,9 @@ class KVClient:
 
 
 @pytest_asyncio.fixture
-async def kv_client(start: StartServer) -> AsyncIterator[KVClient]:
+async def kv_client(start: Start) -> AsyncIterator[KVClient]:
     """A connection to a fresh `KVServer` with the default limits."""
-    client = await KVClient.open(start(kv.KVServer()))
+    client = await KVClient.open(await start(kv.KVServer()))
     try:
         yield client
     finally:
@@ -284,9 +265,9 @@ async def test_kv_set_then_get_returns_the_exact_bytes(kv_client: KVClient) -> N
 
 
 async def test_kv_values_are_shared_between_connections(
-    start: StartServer,
+    start: Start,
 ) -> None:
-    port = start(kv.KVServer())
+    port = await start(kv.KVServer())
     alice, bob = await KVClient.open(port), await KVClient.open(port)
     try:
         await alice.ask(b"set k 2\r\nhi\r\n", b"STORED\r\n")
@@ -384,9 +365,9 @@ async def test_kv_overlong_command_line_is_refused_and_skipped(
 
 
 async def test_kv_value_too_large_is_refused_and_the_connection_closed(
-    start: StartServer,
+    start: Start,
 ) -> None:
-    port = start(kv.KVServer(max_value_size=16))
+    port = await start(kv.KVServer(max_value_size=16))
     client = await KVClient.open(port)
     try:
         await client.ask(b"set k 16\r\n" + b"v" * 16 + b"\r\n", b"STORED\r\n")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
 
 import pytest
-import pytest_asyncio
 from clients import (
     HOST,
     TIMEOUT,
@@ -18,7 +16,7 @@ from clients import (
     roundtrip,
     wait_closed_by_server,
 )
-from conftest import StartServer
+from conftest import Start
 from tornado.testing import ExpectLog
 
 from tornado_echo import LineConnection, LineServer
@@ -29,24 +27,9 @@ LONG_LINE_LOG = (
 )
 
 
-Start = Callable[[LineServer], Awaitable[int]]
-
-
 class Upper(LineServer):
     async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
         return line.upper()
-
-
-@pytest_asyncio.fixture
-async def start(
-    start_tcp_server: StartServer,
-) -> Callable[[LineServer], Awaitable[int]]:
-    """Start a LineServer on a loopback port (the plugin cleans up)."""
-
-    async def start(server: LineServer) -> int:
-        return (await start_tcp_server(server)).port
-
-    return start
 
 
 async def test_1000_pipelined_lines_in_one_send_are_answered_in_order(
