@@ -45,16 +45,43 @@ async def test_listen_then_stop_keeps_open_connections(impl: str) -> None:
         await server.shutdown(timeout=0)
 
 
-async def test_unix_socket(impl: str, tmp_path: Path) -> None:
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        "unix",
+        pytest.param(
+            "ipv6",
+            marks=pytest.mark.skipif(
+                not _ipv6_loopback(), reason="no IPv6 loopback on this machine"
+            ),
+        ),
+    ],
+)
+async def test_other_address_families(impl: str, family: str, tmp_path: Path) -> None:
     server = IMPLS[impl]()
-    path = str(tmp_path / "echo.sock")
-    server.add_sockets([bind_unix_socket(path)])
     try:
         async with asyncio.timeout(TIMEOUT):
-            reader, writer = await asyncio.open_unix_connection(path)
-            writer.write(b"over a unix socket")
+            if family == "unix":
+                path = str(tmp_path / "echo.sock")
+                server.add_sockets([bind_unix_socket(path)])
+                reader, writer = await asyncio.open_unix_connection(path)
+            else:
+                sockets = bind_sockets(0, "::1")
+                server.add_sockets(sockets)
+                port = sockets[0].getsockname()[1]
+                reader, writer = await asyncio.open_connection("::1", port)
+            writer.write(b"over " + family.encode())
             writer.write_eof()
-            assert await reader.read() == b"over a unix socket"
+            assert await reader.read() == b"over " + family.encode()
             writer.close()
     finally:
         await server.shutdown(timeout=0)
@@ -114,31 +141,5 @@ async def test_plain_echo_still_works_after_a_failed_tls_handshake(
             w2.write(b"fine")
             assert await r2.readexactly(4) == b"fine"
             w2.close()
-    finally:
-        await server.shutdown(timeout=0)
-
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
-async def test_ipv6_loopback(impl: str) -> None:
-    server = IMPLS[impl]()
-    sockets = bind_sockets(0, "::1")
-    port = sockets[0].getsockname()[1]
-    server.add_sockets(sockets)
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            reader, writer = await asyncio.open_connection("::1", port)
-            writer.write(b"over IPv6")
-            writer.write_eof()
-            assert await reader.read() == b"over IPv6"
-            writer.close()
     finally:
         await server.shutdown(timeout=0)
