@@ -213,7 +213,6 @@ class _RawConnection:
     __slots__ = (
         "_address",
         "_closed",
-        "_eof",
         "_interest",
         "_io_loop",
         "_linger_timer",
@@ -233,7 +232,6 @@ class _RawConnection:
         self._protocol = server.protocol(format_address(address))
         self._queue: collections.deque[memoryview] = collections.deque()
         self._queued = 0
-        self._eof = False
         self._peer_eof = False
         self._linger_timer: object | None = None
         self._closed = False
@@ -261,7 +259,7 @@ class _RawConnection:
         if self._linger_timer is not None:
             self._drop_input()
             return
-        if self._eof or self._queued >= self._server.high_water_mark:
+        if self._protocol.finished or self._queued >= self._server.high_water_mark:
             # A READ event that was already queued when interest changed.
             return
         try:
@@ -275,9 +273,6 @@ class _RawConnection:
             self._queue.append(memoryview(out))
             self._queued += len(out)
             self._server._buffered += len(out)
-        if self._protocol.finished:
-            # EOF, or the protocol is done: stop reading, flush, then close.
-            self._eof = True
 
     def _on_writable(self) -> None:
         while self._queue:
@@ -296,14 +291,17 @@ class _RawConnection:
     def _update_interest(self) -> None:
         if self._closed:
             return
-        if self._eof and not self._queue and self._linger_timer is None:
+        # A finished protocol (EOF, or it is done) stops reading; once the
+        # queue is flushed the connection closes.
+        done_reading = self._protocol.finished
+        if done_reading and not self._queue and self._linger_timer is None:
             if self._peer_eof:
                 self.close()
                 return
             self._start_lingering()
         interest = 0
         if self._linger_timer is not None or (
-            not self._eof and self._queued < self._server.high_water_mark
+            not done_reading and self._queued < self._server.high_water_mark
         ):
             interest |= IOLoop.READ
         if self._queue:
