@@ -14,6 +14,7 @@ from tornado.log import enable_pretty_logging
 from tornado_echo import __version__
 from tornado_echo.echo import LONG_LINE_POLICIES, ByteEcho, LineEcho, ProtocolFactory
 from tornado_echo.lines import DEFAULT_MAX_LINE_LENGTH
+from tornado_echo.loops import LOOPS, LoopUnavailableError
 from tornado_echo.runner import IMPLS, ListenError, make_server, run
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="asyncio",
+        help="event loop: asyncio's own, or uvloop if installed (default: %(default)s)",
+    )
+    parser.add_argument(
         "--shutdown-timeout",
         type=_seconds,
         default=10.0,
@@ -146,9 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.host,
             server=functools.partial(make_server, args.impl, protocol),
             shutdown_timeout=args.shutdown_timeout,
+            loop=args.loop,
         )
     except ListenError as exc:
         print(f"tornado-echo: {exc.strerror}", file=sys.stderr)
+        return 1
+    except LoopUnavailableError as exc:
+        print(f"tornado-echo: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -13,6 +13,7 @@ from tornado.netutil import bind_sockets
 
 from tornado_echo.echo import ByteEcho, ProtocolFactory
 from tornado_echo.lifecycle import ShutdownResult, format_address
+from tornado_echo.loops import LoopName, run_with
 
 log = logging.getLogger("tornado_echo")
 
@@ -163,6 +164,7 @@ def run(
     impl: Impl = "stream",
     server: ServerSpec | None = None,
     shutdown_timeout: float = 10.0,
+    loop: LoopName = "asyncio",
 ) -> ShutdownResult:
     """Run an echo server until SIGINT or SIGTERM; the blocking form of `serve`.
 
@@ -177,14 +179,21 @@ def run(
         if __name__ == "__main__":
             tornado_echo.run(port=10000)
 
+    ``loop="uvloop"`` runs on uvloop (``pip install 'tornado_echo[uvloop]'``);
+    `.LoopUnavailableError` says so if it is not installed.
+
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.3.0
+       The ``loop`` argument.
     """
-    return asyncio.run(
+    return run_with(
+        loop,
         serve(
             port,
             host,
             impl=impl,
             server=server,
             shutdown_timeout=shutdown_timeout,
-        )
+        ),
     )
