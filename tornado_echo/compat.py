@@ -113,6 +113,9 @@ class RawEchoServer(ServerLifecycle):
     .. versionadded:: 0.1.0
     """
 
+    #: The loop the listeners were added on; connections register with it.
+    _io_loop: IOLoop
+
     def __init__(
         self,
         *,
@@ -153,7 +156,7 @@ class RawEchoServer(ServerLifecycle):
 
     def add_sockets(self, sockets: list[socket.socket]) -> None:
         """Start accepting on already-bound listening sockets."""
-        io_loop = IOLoop.current()
+        io_loop = self._io_loop = IOLoop.current()
         for sock in sockets:
             sock.setblocking(False)
             io_loop.add_handler(sock, self._on_accept, IOLoop.READ)
@@ -208,13 +211,20 @@ class RawEchoServer(ServerLifecycle):
 
 
 class _RawConnection:
-    """One client: a socket, its outgoing queue and its READ/WRITE interest."""
+    """One client: a socket, its outgoing queue and its READ/WRITE interest.
+
+    The hot path is `_on_readable`: ``recv``, the protocol, and a ``send``
+    of the answer right away, in the same event. Only a partial send queues
+    the rest and asks for WRITE, and only the queue growing past the
+    high-water mark drops READ, so a client that keeps up costs no
+    ``update_handler`` call at all. The queue exists only while something
+    is queued, which keeps an idle connection small.
+    """
 
     __slots__ = (
         "_address",
         "_closed",
         "_interest",
-        "_io_loop",
         "_linger_timer",
         "_peer_eof",
         "_protocol",
@@ -228,9 +238,8 @@ class _RawConnection:
         self._server = server
         self._sock = sock
         self._address = address
-        self._io_loop = IOLoop.current()
         self._protocol = server.protocol(format_address(address))
-        self._queue: collections.deque[memoryview] = collections.deque()
+        self._queue: collections.deque[memoryview] | None = None
         self._queued = 0
         self._peer_eof = False
         self._linger_timer: object | None = None
@@ -239,7 +248,7 @@ class _RawConnection:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._interest = IOLoop.READ
-        self._io_loop.add_handler(sock, self._on_events, self._interest)
+        server._io_loop.add_handler(sock, self._on_events, IOLoop.READ)
         server._connections.add(self)
 
     def _on_events(self, sock: socket.socket, events: int) -> None:
@@ -248,66 +257,97 @@ class _RawConnection:
         try:
             if events & IOLoop.READ:
                 self._on_readable()
-            if events & IOLoop.WRITE:
+            if events & IOLoop.WRITE and not self._closed:
                 self._on_writable()
-            self._update_interest()
         except Exception as exc:  # noqa: BLE001 - see above
             log_connection_error(self._address, exc)
             self.close()
 
     def _on_readable(self) -> None:
-        if self._linger_timer is not None:
+        protocol = self._protocol
+        if self._linger_timer is not None or protocol.finished:
+            # Lingering, or a READ event queued before interest changed.
             self._drop_input()
             return
-        if self._protocol.finished or self._queued >= self._server.high_water_mark:
-            # A READ event that was already queued when interest changed.
-            return
+        if self._queue is not None and self._queued >= self._server.high_water_mark:
+            return  # the same: READ was dropped for backpressure
         try:
             data = self._sock.recv(self._server.read_chunk_size)
         except (BlockingIOError, InterruptedError):
             return
+        out = protocol.receive_data(data)
+        if out:
+            if self._queue is None:
+                self._send(out)
+            else:
+                self._enqueue(memoryview(out))
         if not data:
             self._peer_eof = True
-        out = self._protocol.receive_data(data)
-        if out:
-            self._queue.append(memoryview(out))
-            self._queued += len(out)
-            self._server._buffered += len(out)
+        if protocol.finished:
+            self._stop_reading()
+
+    def _send(self, out: bytes) -> None:
+        # Straight after the read, as asyncio's transports do: the classic
+        # example's WRITE round trip cost two update_handler calls and a
+        # loop turn on every request.
+        try:
+            sent = self._sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(out):
+            self._queue = collections.deque()
+            self._enqueue(memoryview(out)[sent:])
+
+    def _enqueue(self, view: memoryview) -> None:
+        assert self._queue is not None
+        self._queue.append(view)
+        self._queued += len(view)
+        self._server._buffered += len(view)
+        self._update_interest()
 
     def _on_writable(self) -> None:
-        while self._queue:
-            head = self._queue[0]
+        queue = self._queue
+        if queue is None:
+            return  # a WRITE event queued before interest changed
+        while queue:
+            head = queue[0]
             try:
                 sent = self._sock.send(head)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             self._queued -= sent
             self._server._buffered -= sent
             if sent < len(head):
-                self._queue[0] = head[sent:]
+                queue[0] = head[sent:]
+                break
+            queue.popleft()
+        if not queue:
+            self._queue = None
+            if self._protocol.finished:
+                self._stop_reading()
                 return
-            self._queue.popleft()
+        self._update_interest()
+
+    def _stop_reading(self) -> None:
+        """The protocol is done: flush what is queued, then close or linger."""
+        if self._queue is not None:
+            self._update_interest()  # WRITE only, until the queue drains
+        elif self._peer_eof:
+            self.close()
+        elif self._linger_timer is None:
+            self._start_lingering()
 
     def _update_interest(self) -> None:
-        if self._closed:
-            return
-        # A finished protocol (EOF, or it is done) stops reading; once the
-        # queue is flushed the connection closes.
-        done_reading = self._protocol.finished
-        if done_reading and not self._queue and self._linger_timer is None:
-            if self._peer_eof:
-                self.close()
-                return
-            self._start_lingering()
         interest = 0
         if self._linger_timer is not None or (
-            not done_reading and self._queued < self._server.high_water_mark
+            not self._protocol.finished
+            and self._queued < self._server.high_water_mark
         ):
-            interest |= IOLoop.READ
-        if self._queue:
+            interest = IOLoop.READ
+        if self._queue is not None:
             interest |= IOLoop.WRITE
         if interest != self._interest:
-            self._io_loop.update_handler(self._sock, interest)
+            self._server._io_loop.update_handler(self._sock, interest)
             self._interest = interest
 
     def _start_lingering(self) -> None:
@@ -315,9 +355,14 @@ class _RawConnection:
         # input unread, would reset the connection and destroy replies it
         # has yet to read. Send FIN, drop its input until it closes too.
         self._sock.shutdown(socket.SHUT_WR)
-        self._linger_timer = self._io_loop.call_later(LINGER_TIMEOUT, self.close)
+        self._linger_timer = self._server._io_loop.call_later(
+            LINGER_TIMEOUT, self.close
+        )
+        self._update_interest()
 
     def _drop_input(self) -> None:
+        if self._linger_timer is None:
+            return
         try:
             data = self._sock.recv(self._server.read_chunk_size)
         except (BlockingIOError, InterruptedError):
@@ -330,13 +375,14 @@ class _RawConnection:
         if self._closed:
             return
         self._closed = True
+        io_loop = self._server._io_loop
         if self._linger_timer is not None:
-            self._io_loop.remove_timeout(self._linger_timer)
+            io_loop.remove_timeout(self._linger_timer)
         # Before close(): afterwards fileno() is -1 and the removal would
         # silently miss, leaving a handler registered for a dead fd.
-        self._io_loop.remove_handler(self._sock)
+        io_loop.remove_handler(self._sock)
         self._sock.close()
         self._server._buffered -= self._queued
         self._queued = 0
-        self._queue.clear()
+        self._queue = None
         self._server._connections.discard(self)
