@@ -6,11 +6,12 @@ import doctest
 import logging
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tornado_echo import echo
 from tornado_echo.echo import ByteEcho, LineEcho
+from tornado_echo.lines import NEED_DATA, EndOfInput, Line, LineFramer
 
 
 def run(protocol: ByteEcho | LineEcho, chunks: list[bytes]) -> bytes:
@@ -91,3 +92,47 @@ def test_bad_policy_is_refused_clearly() -> None:
         ValueError, match="on_long_line must be one of close, skip, reply"
     ):
         LineEcho(on_long_line="drop")  # type: ignore[arg-type]
+
+
+def reference_line_echo(
+    delimiter: bytes, max_line_length: int, chunks: list[bytes]
+) -> list[bytes]:
+    """What `LineEcho` must send after each chunk, from the framer's events
+    alone (policy ``skip``), with none of LineEcho's shortcuts."""
+    framer = LineFramer(delimiter, max_line_length)
+    sent = []
+    for chunk in [*chunks, b""]:
+        framer.receive_data(chunk)
+        out = b""
+        while (event := framer.next_event()) is not NEED_DATA:
+            if isinstance(event, Line):
+                out += event.data + delimiter
+            elif isinstance(event, EndOfInput):
+                out += event.tail
+        sent.append(out)
+    return sent
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([b"\n", b"\r\n", b"aa", b"aba"]),
+    st.lists(st.sampled_from([b"a", b"b", b"\r", b"\n", b"xyz"]), max_size=40),
+    st.lists(st.integers(0, 60), max_size=10),
+)
+@example(b"aa", [b"a", b"a", b"a"], [])  # one line, then the start of the next
+@example(b"\r\n", [b"xyz", b"xyz", b"xyz", b"\r", b"\n"], [])  # one line too long
+def test_line_echo_answers_each_chunk_exactly_as_the_framer_frames_it(
+    delimiter: bytes, pieces: list[bytes], cuts: list[int]
+) -> None:
+    # LineEcho returns a chunk of whole lines as it is, without framing
+    # it; this checks that shortcut against the framer, chunk by chunk,
+    # including delimiters that overlap themselves and overlong lines.
+    chunks = split(b"".join(pieces), cuts)
+    expected = reference_line_echo(delimiter, 6, chunks)
+    protocol = LineEcho(delimiter=delimiter, max_line_length=6, on_long_line="skip")
+    logging.getLogger("tornado_echo.lines").disabled = True
+    try:
+        got = [protocol.receive_data(chunk) for chunk in [*chunks, b""]]
+    finally:
+        logging.getLogger("tornado_echo.lines").disabled = False
+    assert got == expected

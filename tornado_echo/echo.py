@@ -83,7 +83,7 @@ class LineEcho:
     INFO with the peer.
     """
 
-    __slots__ = ("_framer", "_peer", "finished", "on_long_line")
+    __slots__ = ("_framer", "_peer", "_whole_lines_max", "finished", "on_long_line")
 
     def __init__(
         self,
@@ -102,9 +102,25 @@ class LineEcho:
         self._peer = peer
         self.on_long_line = on_long_line
         self.finished = False
+        # A chunk no longer than this that ends with the delimiter, arriving
+        # while the framer holds nothing, is whole lines within the cap, and
+        # their echo is the chunk itself: the framer has nothing to add.
+        # That needs a delimiter that cannot overlap itself (b"aa" can:
+        # b"aaa" ends with it but is one line and a partial one).
+        overlaps = any(
+            delimiter[:k] == delimiter[-k:] for k in range(1, len(delimiter))
+        )
+        self._whole_lines_max = 0 if overlaps else max_line_length + len(delimiter)
 
     def receive_data(self, data: bytes) -> bytes:
         framer = self._framer
+        if (
+            len(data) <= self._whole_lines_max
+            and data.endswith(framer.delimiter)
+            and framer.idle
+            and not self.finished
+        ):
+            return data
         framer.receive_data(data)
         out = bytearray()
         while not self.finished and (event := framer.next_event()) is not NEED_DATA:

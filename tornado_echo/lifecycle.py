@@ -150,7 +150,12 @@ class ConnectionTracker:
 
 
 class TimeSlice:
-    """Makes a connection's loop yield to others at least every few ms."""
+    """Makes a connection's loop yield to others at least every few ms.
+
+    ``if time_slice.used_up(): await time_slice.pause()``: a plain call
+    first, because creating a coroutine on every request just to learn that
+    there is time left would cost more than the check itself.
+    """
 
     __slots__ = ("_loop", "_until")
 
@@ -158,11 +163,14 @@ class TimeSlice:
         self._loop = asyncio.get_running_loop()
         self._until = self._loop.time() + _TIME_SLICE
 
-    async def check(self) -> None:
-        """Let other callbacks run if this slice is used up."""
-        if self._loop.time() >= self._until:
-            await asyncio.sleep(0)
-            self._until = self._loop.time() + _TIME_SLICE
+    def used_up(self) -> bool:
+        """True once this connection has run for a whole slice."""
+        return self._loop.time() >= self._until
+
+    async def pause(self) -> None:
+        """Let other callbacks run, then start a new slice."""
+        await asyncio.sleep(0)
+        self._until = self._loop.time() + _TIME_SLICE
 
 
 class ServerLifecycle:

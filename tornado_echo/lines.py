@@ -212,6 +212,19 @@ class LineFramer:
         return self._max_line_length
 
     @property
+    def idle(self) -> bool:
+        """True if the framer holds no bytes and is in its initial state.
+
+        The next byte it receives then starts a new line.
+        """
+        return (
+            self._start == len(self._buf)
+            and not self._discarding
+            and self._raw_pending is None
+            and not self._eof
+        )
+
+    @property
     def buffered(self) -> int:
         """The number of bytes received but not yet returned or discarded."""
         return len(self._buf) - self._start

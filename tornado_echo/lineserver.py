@@ -269,7 +269,8 @@ class LineServer(TrackedTCPServer):
         try:
             await self.on_connect(conn)
             while not (conn.closed or conn._finishing):
-                await time_slice.check()
+                if time_slice.used_up():
+                    await time_slice.pause()
                 event = await conn._next_event()
                 if isinstance(event, Line):
                     reply = await self.handle_line(conn, event.data)

@@ -9,6 +9,7 @@ from typing import Any, TypedDict, Unpack
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpserver import TCPServer
 
+from tornado_echo._fastpath import stream_class
 from tornado_echo.echo import ByteEcho, ProtocolFactory
 from tornado_echo.halfclose import HalfCloseIOStream
 from tornado_echo.lifecycle import (
@@ -76,7 +77,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
         # (SSLIOStream registers for its handshake at once, so TLS
         # connections keep their stream, and their EOF is final.)
         if type(stream) is IOStream:
-            return HalfCloseIOStream(
+            return stream_class()(
                 stream.socket,
                 max_buffer_size=self.max_buffer_size,
                 read_chunk_size=self.read_chunk_size,
@@ -152,4 +153,5 @@ class EchoServer(TrackedTCPServer):
                     await stream.write(out)
                 finally:
                     self._buffered -= len(out)
-            await time_slice.check()
+            if time_slice.used_up():
+                await time_slice.pause()
