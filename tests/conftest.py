@@ -7,6 +7,8 @@ the server closed each connection whose client went away.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from tornado_echo.compat import RawEchoServer
+from tornado_echo.loops import loop_factory
 from tornado_echo.server import EchoServer
 from tornado_echo.testing import ServerAddress
 
@@ -52,3 +55,17 @@ async def echo(impl: str, start_tcp_server: StartServer) -> tuple[EchoImpl, int]
     server = IMPLS[impl]()
     address = await start_tcp_server(server)
     return server, address.port
+
+
+if os.environ.get("TORNADO_ECHO_TEST_LOOP") == "uvloop":
+    # ``.ci/run`` runs the behavioural tests a second time this way, so both
+    # servers are also checked on the loop ``--loop uvloop`` selects.
+    _uvloop = loop_factory("uvloop")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        """Run every async test on uvloop."""
+        assert _uvloop is not None
+        return {"uvloop": _uvloop}

@@ -142,6 +142,7 @@ def test_sigterm_drains_open_connection_then_closes_it(impl: str) -> None:
         (["--impl", "nope"], "--impl"),
         (["--shutdown-timeout", "-1"], "--shutdown-timeout"),
         (["--log-level", "loud"], "--log-level"),
+        (["--loop", "trio"], "--loop"),
     ],
     ids=[
         "port-too-big",
@@ -149,6 +150,7 @@ def test_sigterm_drains_open_connection_then_closes_it(impl: str) -> None:
         "unknown-impl",
         "negative-timeout",
         "bad-log-level",
+        "unknown-loop",
     ],
 )
 def test_bad_argument_prints_usage_and_exits_2(args: list[str], option: str) -> None:
@@ -188,11 +190,55 @@ def test_unbindable_address_is_one_line_and_exit_1(host: str) -> None:
     assert_one_line_error(result.stderr, "cannot listen on", host)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_serves_on_uvloop(impl: str) -> None:
+    pytest.importorskip("uvloop")
+    code = (
+        "import asyncio, sys\n"
+        "from tornado_echo.cli import main\n"
+        "from tornado_echo import runner\n"
+        "serve = runner.serve\n"
+        "async def checked(*args, **kwargs):\n"
+        "    print(type(asyncio.get_running_loop()).__module__, file=sys.stderr)\n"
+        "    return await serve(*args, **kwargs)\n"
+        "runner.serve = checked\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    argv = [*PYTHON, "-c", code, "--port", "0", "--impl", impl, "--loop", "uvloop"]
+    with running_server(argv) as (server, port):
+        payload = bytes(range(256)) * 400
+        assert echo_once(port, payload) == payload
+        assert server.stop(signal.SIGTERM) == 0
+        stderr = server.stderr()
+    assert stderr.splitlines()[0] == "uvloop"
+    assert "Traceback" not in stderr
+
+
+def test_uvloop_asked_for_but_missing_is_one_line_and_exit_1() -> None:
+    # sys.modules[name] = None makes "import name" fail, as if not installed.
+    code = (
+        "import sys\n"
+        "sys.modules['uvloop'] = None\n"
+        "from tornado_echo.cli import main\n"
+        "sys.exit(main(['--port', '0', '--loop', 'uvloop']))\n"
+    )
+    result = run([*PYTHON, "-c", code])
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "uvloop is not installed", "pip install")
+
+
 def test_help_exits_0() -> None:
     result = run(module_command("--help"))
     assert result.returncode == 0
     assert result.stdout.startswith("usage:")
-    for option in ("--host", "--port", "--impl", "--shutdown-timeout", "--log-level"):
+    for option in (
+        "--host",
+        "--port",
+        "--impl",
+        "--loop",
+        "--shutdown-timeout",
+        "--log-level",
+    ):
         assert option in result.stdout
 
 

@@ -340,8 +340,7 @@ class _RawConnection:
     def _update_interest(self) -> None:
         interest = 0
         if self._linger_timer is not None or (
-            not self._protocol.finished
-            and self._queued < self._server.high_water_mark
+            not self._protocol.finished and self._queued < self._server.high_water_mark
         ):
             interest = IOLoop.READ
         if self._queue is not None:

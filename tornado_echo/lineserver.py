@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from asyncio import Future
 from typing import Any, Unpack
 
 from tornado.iostream import IOStream, StreamClosedError
@@ -70,23 +71,32 @@ class LineConnection:
         """True once `close` was called or the connection failed."""
         return self._closed
 
-    async def send_line(self, line: bytes | str) -> None:
-        """Send ``line`` followed by the delimiter; waits until it is sent.
+    def send_line(self, line: bytes | str) -> Future[None]:
+        """Send ``line`` followed by the delimiter; await the result.
 
-        A `str` is encoded with the server's ``encoding``. Raises
+        The returned `.Future` resolves once the line was handed to the
+        kernel. A `str` is encoded with the server's ``encoding``. Raises
         `ValueError` if the line contains the delimiter.
+
+        .. versionchanged:: 0.3.0
+           A plain method returning a `.Future` (it was ``async``); callers
+           await it as before.
         """
         if isinstance(line, str):
             line = line.encode(self.server.encoding)
-        await self.write(self._framer.frame(line))
+        return self.stream.write(self._framer.frame(line))
 
-    async def write(self, data: bytes) -> None:
-        """Send raw bytes; waits until they are handed to the kernel.
+    def write(self, data: bytes) -> Future[None]:
+        """Send raw bytes; await the result.
 
-        Awaiting is the backpressure: a client that does not read makes
-        this wait, not the server's memory grow.
+        The returned `.Future` resolves once the bytes were handed to the
+        kernel. Awaiting it is the backpressure: a client that does not read
+        makes this wait, not the server's memory grow.
+
+        .. versionchanged:: 0.3.0
+           A plain method returning a `.Future` (it was ``async``).
         """
-        await self.stream.write(data)
+        return self.stream.write(data)
 
     def close(self) -> None:
         """Close the connection now, from any task.
@@ -268,13 +278,13 @@ class LineServer(TrackedTCPServer):
         time_slice = TimeSlice()
         try:
             await self.on_connect(conn)
-            while not (conn.closed or conn._finishing):
+            while not (conn._closed or conn._finishing):
                 if time_slice.used_up():
                     await time_slice.pause()
                 event = await conn._next_event()
                 if isinstance(event, Line):
                     reply = await self.handle_line(conn, event.data)
-                    if reply is not None and not conn.closed:
+                    if reply is not None and not conn._closed:
                         await conn.send_line(reply)
                 elif isinstance(event, LineTooLong):
                     log.info(
