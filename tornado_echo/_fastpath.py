@@ -35,7 +35,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import tornado
-from tornado.concurrent import Future, future_set_result_unless_cancelled
+from tornado.concurrent import Future
 from tornado.ioloop import IOLoop
 from tornado.iostream import _StreamBuffer
 
@@ -80,7 +80,7 @@ class FastPathIOStream(HalfCloseIOStream):
             or num_bytes < 1
             or self._read_buffer_size
             or self._read_future is not None
-            or self.closed()
+            or self._closed
         ):
             return super().read_bytes(num_bytes, partial)
         future: Future[bytes] = Future()
@@ -90,16 +90,18 @@ class FastPathIOStream(HalfCloseIOStream):
             self._drained = False
         elif self._receive(num_bytes):
             return future
-        if not self.closed():
+        if not self._closed:
             self._pending_read = num_bytes
-            self._add_io_state(IOLoop.READ)
+            state = self._state
+            if state is None or not state & IOLoop.READ:
+                self._add_io_state(IOLoop.READ)
         return future
 
     def _handle_events(self, fd: Any, events: int) -> None:
         size = self._pending_read
-        if size and events & IOLoop.READ and not self.closed():
+        if size and events & IOLoop.READ and not self._closed:
             self._pending_read = 0
-            if not self._receive(size) and not self.closed():
+            if not self._receive(size) and not self._closed:
                 self._pending_read = size  # a spurious wakeup
             events &= ~IOLoop.READ
             if not events:
@@ -131,7 +133,7 @@ class FastPathIOStream(HalfCloseIOStream):
             self._read_buffer += data
             self._read_buffer_size += len(data)
         else:
-            future_set_result_unless_cancelled(future, data)
+            future.set_result(data)
         return True
 
 

@@ -1,0 +1,53 @@
+"""A loopback benchmark of tornado_echo's servers against their peers.
+
+``python -m tornado_echo.bench`` (``pip install 'tornado_echo[bench]'`` for
+the progress bar, the chart and uvloop) measures, on 127.0.0.1:
+
+**Round trips per second in a closed loop.** Each of N connections sends a
+message, waits for its whole echo, checks every byte and sends the next
+(`tornado_echo.bench.client`). Our servers (``tornado-echo --impl stream``
+and ``compat``, with and without ``--lines``, and a `.LineServer`) run
+next to the echo a competent user would write with asyncio or plain
+Tornado (`tornado_echo.bench.baselines`), on asyncio's loop and, for some,
+on uvloop. The default run covers 64 B, 1 KiB and 16 KiB messages over 10
+connections, 1 KiB over 100, and line servers at 64 B; it also reports
+p50/p99 latency, MiB/s, the server's CPU time per round trip, and how busy
+the client was.
+
+**Memory per idle connection.** A fresh server is sent 10,000 connections
+that each echo once, and its RSS growth is divided by their number.
+
+**Why ratios.** Absolute rates depend on the machine, its load, and the
+interpreter's build; a server's rate divided by that of asyncio's own
+Protocol echo (the cheapest echo asyncio offers) in the same repeat
+depends far less on them, so results from different machines and days can
+be compared. The report leads with that ratio; it is the median over
+repeats, and runs are interleaved so a slow moment hits every server alike.
+
+To keep the comparison about the servers rather than the harness, each
+server is pinned to one CPU and the client to the other, the client
+busy-polls rather than sleeps (a wakeup across cores costs more than a
+round trip), runs where the client was the bottleneck are flagged, and
+servers start with glibc's malloc tuned so that asyncio's 256 KiB reads do
+not map and unmap memory every time (`tornado_echo.bench.servers` explains
+this; ``--glibc-malloc-defaults`` turns it off).
+
+::
+
+    python -m tornado_echo.bench                    # the full run, ~3 minutes
+    python -m tornado_echo.bench --smoke            # seconds; what CI runs
+    python -m tornado_echo.bench --servers stream,compat --sizes 1k --repeat 5
+
+It writes ``results.json`` (every run, the machine, the versions and the
+settings), ``results.md``, ``results.txt`` and ``chart.png`` to ``--out``
+(``bench-results/``), prints the Markdown tables, and exits 1 if any run
+failed to verify, a server stopped answering or ``--time-limit`` passed.
+
+Modules: `~tornado_echo.bench.servers` (configurations and their
+processes), `~tornado_echo.bench.workloads` (closed loop, idle),
+`~tornado_echo.bench.report`, `~tornado_echo.bench.chart`,
+`~tornado_echo.bench.cli`, `~tornado_echo.bench.client`,
+`~tornado_echo.bench.baselines`.
+
+.. versionadded:: 0.3.0
+"""

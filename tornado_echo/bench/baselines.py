@@ -57,7 +57,9 @@ class EchoProtocol(asyncio.Protocol):
         return False  # close once what was written is flushed
 
 
-async def _streams_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _streams_echo(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     try:
         while data := await reader.read(65536):
             writer.write(data)

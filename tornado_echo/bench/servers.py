@@ -1,0 +1,452 @@
+"""The server configurations the benchmark knows, and their processes.
+
+A configuration (`ServerConfig`) is one kind of server (`ServerKind`) on
+one event loop. Its `~ServerConfig.name` is stable and is what reports,
+charts and ``--servers`` use: ``stream``, ``compat --lines`` or, on uvloop,
+``asyncio-protocol (uvloop)``. The kinds:
+
+``asyncio-protocol``, ``asyncio-streams``, ``tornado-naive``
+    peers, from `tornado_echo.bench.baselines`; ``asyncio-protocol`` on
+    asyncio's own loop is the `REFERENCE` every ratio is taken against;
+``stream``, ``compat``
+    ours: ``tornado-echo --impl stream|compat``;
+``stream --lines``, ``compat --lines``, ``lineserver``
+    ours, echoing lines, so the client must send whole lines.
+
+`ServerProcess` runs one configuration as ``python -m ...`` on a free
+loopback port, pinned to one CPU, and always stops it.
+
+**The malloc environment.** Unless told otherwise (`malloc_env` with
+``glibc_defaults=True``, ``--glibc-malloc-defaults`` on the command line)
+every server starts with ``MALLOC_MMAP_THRESHOLD_=1048576`` and
+``MALLOC_TRIM_THRESHOLD_=16777216``. asyncio's transports ``recv`` up to
+256 KiB at a time; with glibc's default 128 KiB mmap threshold each of those
+buffers is a fresh ``mmap``, ``mremap`` and ``munmap`` (and with only the
+mmap threshold raised, the heap grows and is trimmed back: two ``brk``
+calls). On the development VM those system calls cost more than the whole
+echo round trip, and made asyncio's Protocol echo, the reference, look
+about 3 times slower than it is (30k against 95k round trips/s at 1 KiB
+and 10 connections), which would flatter every ratio taken against it.
+
+.. versionadded:: 0.3.0
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from tornado_echo.loops import LoopName
+
+__all__ = [
+    "KINDS",
+    "MALLOC_ENV",
+    "REFERENCE",
+    "BenchFailure",
+    "ServerConfig",
+    "ServerKind",
+    "ServerProcess",
+    "kind_named",
+    "malloc_env",
+    "python_argv",
+    "raise_nofile_limit",
+    "rss_bytes",
+    "start_all",
+    "stop_all",
+]
+
+#: Set in every server's environment unless ``--glibc-malloc-defaults``;
+#: see the module docstring for why.
+MALLOC_ENV: Mapping[str, str] = {
+    "MALLOC_MMAP_THRESHOLD_": "1048576",
+    "MALLOC_TRIM_THRESHOLD_": "16777216",
+}
+
+# An interpreter start and a Tornado import, with room for a busy machine.
+START_TIMEOUT = 10.0
+
+# Our servers drain for up to --shutdown-timeout (10 s) after SIGTERM; by
+# then the benchmark has closed every connection, so this is generous.
+STOP_TIMEOUT = 15.0
+
+_STDERR_TAIL = 20
+
+_LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+
+class BenchFailure(Exception):
+    """A server or a run failed; the results cannot be trusted.
+
+    ``str(exc)`` is one line; `detail` holds what explains it, such as the
+    last lines a server wrote to stderr.
+    """
+
+    def __init__(self, reason: str, detail: Sequence[str] = ()) -> None:
+        super().__init__(reason)
+        self.detail = tuple(detail)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerKind:
+    """One server program, before an event loop is chosen."""
+
+    name: str
+    #: The module run with ``python -m`` and its arguments, less ``--loop``.
+    args: tuple[str, ...]
+    #: Echoes lines: the client must send ``\\n``-terminated messages.
+    lines: bool
+    #: One of tornado_echo's own servers, not a peer.
+    ours: bool
+    #: Also measured on uvloop in the default run (when uvloop is installed).
+    uvloop_by_default: bool
+
+
+def _baseline(name: str, *, lines: bool = False, ours: bool = False) -> ServerKind:
+    return ServerKind(
+        name,
+        ("tornado_echo.bench.baselines", name, "--port", "0"),
+        lines=lines,
+        ours=ours,
+        uvloop_by_default=name in ("asyncio-protocol", "lineserver"),
+    )
+
+
+def _ours(impl: str, *, lines: bool) -> ServerKind:
+    return ServerKind(
+        f"{impl} --lines" if lines else impl,
+        # Not a quieter log level: the port is announced at INFO.
+        ("tornado_echo", "--port", "0", "--impl", impl, "--log-level", "info")
+        + (("--lines",) if lines else ()),
+        lines=lines,
+        ours=True,
+        uvloop_by_default=impl == "stream" or not lines,
+    )
+
+
+#: Every kind of server, in the order reports list them.
+KINDS: tuple[ServerKind, ...] = (
+    _baseline("asyncio-protocol"),
+    _baseline("asyncio-streams"),
+    _baseline("tornado-naive"),
+    _ours("stream", lines=False),
+    _ours("compat", lines=False),
+    _ours("stream", lines=True),
+    _ours("compat", lines=True),
+    _baseline("lineserver", lines=True, ours=True),
+)
+
+#: The kind every ratio is taken against, on asyncio's own loop.
+REFERENCE = "asyncio-protocol"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """A `ServerKind` on an event loop: one row of the report."""
+
+    kind: ServerKind
+    loop: LoopName = "asyncio"
+
+    @property
+    def name(self) -> str:
+        """``kind``, or ``kind (uvloop)``: stable, used as the key everywhere."""
+        if self.loop == "asyncio":
+            return self.kind.name
+        return f"{self.kind.name} ({self.loop})"
+
+    @property
+    def lines(self) -> bool:
+        return self.kind.lines
+
+    @property
+    def ours(self) -> bool:
+        return self.kind.ours
+
+    @property
+    def is_reference(self) -> bool:
+        return self.kind.name == REFERENCE and self.loop == "asyncio"
+
+    def argv(self) -> list[str]:
+        return python_argv("-m", *self.kind.args, "--loop", self.loop)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "kind": self.kind.name,
+            "loop": self.loop,
+            "lines": self.lines,
+            "ours": self.ours,
+            "reference": self.is_reference,
+            "argv": self.argv()[1:],
+        }
+
+
+def kind_named(name: str) -> ServerKind:
+    """The `ServerKind` called ``name``; `KeyError` if there is none."""
+    for kind in KINDS:
+        if kind.name == name:
+            return kind
+    raise KeyError(name)
+
+
+def python_argv(*args: str) -> list[str]:
+    """``python [-W ...] args``: this interpreter, with this one's ``-W`` options.
+
+    Passing the warning filters on means that a run under
+    ``-W error::DeprecationWarning`` fails on a deprecated call in a server or
+    the client too, not only in the benchmark process.
+    """
+    return [sys.executable, *(f"-W{option}" for option in sys.warnoptions), *args]
+
+
+def malloc_env(glibc_defaults: bool = False) -> dict[str, str]:
+    """The environment for server processes: ours plus `MALLOC_ENV`."""
+    env = dict(os.environ)
+    if not glibc_defaults:
+        env.update(MALLOC_ENV)
+    return env
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's open-file soft limit to its hard limit.
+
+    Children inherit it, so the idle workload's servers can hold as many
+    connections as the benchmark opens. Returns the new soft limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        # Linux refuses more than fs.nr_open even when unlimited is allowed.
+        try:
+            hard = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            hard = max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError):
+            pass  # keep the soft limit; the idle workload clamps to it
+    return soft
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process ``pid`` (``VmRSS``), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise BenchFailure(f"no VmRSS in /proc/{pid}/status")
+
+
+class ServerProcess:
+    """One `ServerConfig` running in a subprocess on 127.0.0.1.
+
+    `start` launches it (pinned to ``cpu`` unless that is `None`), `wait_ready`
+    waits for its ``listening on 127.0.0.1:PORT`` line, `stop` ends it. Used
+    as a context manager it is started and waited for on entry and always
+    stopped on exit, so no child outlives the benchmark.
+
+    Its stderr is read on a thread: the server can never block on a full
+    pipe, and the last lines are kept to explain a failure.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        cpu: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.cpu = cpu
+        self.env = dict(os.environ if env is None else env)
+        self.port: int | None = None
+        self._proc: subprocess.Popen[str] | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return self._proc.pid
+
+    def start(self) -> None:
+        """Launch the process; returns at once (see `wait_ready`)."""
+        if self._proc is not None:
+            raise RuntimeError(f"{self.name} was already started")
+        self._proc = subprocess.Popen(
+            self.config.argv(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self.env,
+            text=True,
+            errors="replace",
+        )
+        if self.cpu is not None:
+            try:
+                os.sched_setaffinity(self._proc.pid, {self.cpu})
+            except ProcessLookupError:
+                pass  # it died already; wait_ready reports why
+        self._reader = threading.Thread(
+            target=self._read_stderr, name=f"stderr of {self.name}", daemon=True
+        )
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            line = line.rstrip("\n")
+            self._tail.append(line)
+            if self.port is None and (match := _LISTENING.search(line)):
+                self.port = int(match.group(1))
+                self._ready.set()
+        self._ready.set()  # EOF: it exited; wake wait_ready to say so
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> int:
+        """Wait for the listening line; returns the port.
+
+        Raises `BenchFailure` if the server exits or stays silent for
+        ``timeout`` seconds.
+        """
+        if not self._ready.wait(timeout):
+            raise self.failure(
+                f"{self.name} did not say it was listening within {timeout:g} s"
+            )
+        if self.port is None:
+            self._wait_exit(1.0)
+            raise self.failure(f"{self.name} exited before listening")
+        return self.port
+
+    def tail(self) -> list[str]:
+        """The last lines the server wrote to stderr."""
+        return list(self._tail)
+
+    def returncode(self) -> int | None:
+        """The exit status, or `None` while it runs."""
+        return None if self._proc is None else self._proc.poll()
+
+    def failure(self, reason: str) -> BenchFailure:
+        """A `BenchFailure` for ``reason``, with the server's last words."""
+        status = self.returncode()
+        head = [f"{self.name}: {' '.join(self.config.argv()[1:])}"]
+        if status is not None:
+            self._wait_exit(1.0)  # let the reader collect its last lines
+            head.append(f"exit status {status}")
+        return BenchFailure(reason, [*head, *(f"  {line}" for line in self._tail)])
+
+    def check_alive(self) -> None:
+        """Raise `BenchFailure` if the server has exited."""
+        status = self.returncode()
+        if status is not None:
+            raise self.failure(f"{self.name} exited with status {status}")
+
+    def rss(self) -> int:
+        """The server's resident set size, in bytes."""
+        self.check_alive()
+        try:
+            return rss_bytes(self.pid)
+        except FileNotFoundError:
+            self.check_alive()
+            raise
+
+    def signal_stop(self) -> None:
+        """Send SIGTERM, if it still runs; `stop` waits for it."""
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                self._proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the status.
+
+        Idempotent, and safe to call on a process that was never started.
+        """
+        proc = self._proc
+        if proc is None:
+            return None
+        try:
+            self.signal_stop()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._tail.append(f"(ignored SIGTERM for {timeout:g} s; killed)")
+                proc.kill()
+                proc.wait(5.0)
+        finally:
+            if proc.poll() is None:
+                # Interrupted while waiting: never leave the server behind.
+                proc.kill()
+                proc.wait(5.0)
+            self._wait_exit(1.0)
+        return proc.returncode
+
+    def _wait_exit(self, timeout: float) -> None:
+        # The pipe reaches EOF once the process is gone, so this is quick.
+        if self._reader is not None:
+            self._reader.join(timeout)
+            stderr = None if self._proc is None else self._proc.stderr
+            if not self._reader.is_alive() and stderr is not None:
+                stderr.close()
+
+    def __enter__(self) -> Self:
+        try:
+            if self._proc is None:
+                self.start()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_all(servers: Iterable[ServerProcess], timeout: float = START_TIMEOUT) -> None:
+    """Start ``servers`` side by side and wait until each listens.
+
+    Starting them together overlaps their interpreter starts. On failure,
+    every one of them is stopped before `BenchFailure` propagates.
+    """
+    servers = list(servers)
+    try:
+        for server in servers:
+            server.start()
+        deadline = time.monotonic() + timeout
+        for server in servers:
+            server.wait_ready(max(deadline - time.monotonic(), 0.1))
+    except BaseException:
+        stop_all(servers)
+        raise
+
+
+def stop_all(servers: Iterable[ServerProcess]) -> None:
+    """SIGTERM every server at once, then wait for each (bounded)."""
+    servers = list(servers)
+    for server in servers:
+        server.signal_stop()
+    for server in servers:
+        server.stop()
