@@ -47,6 +47,7 @@ BYTE_SERVERS = {
     "asyncio-streams",
     "tornado-naive",
     "stream",
+    "stream-public-api",
     "compat",
 }
 LINE_SERVERS = {"stream --lines", "compat --lines", "lineserver"}
@@ -142,7 +143,7 @@ def test_idle_servers_held_every_connection_and_echoed_a_sample(
 def test_markdown_leads_with_the_ratio(smoke: tuple[dict[str, Any], Path]) -> None:
     _, out = smoke
     markdown = (out / "results.md").read_text()
-    assert "| × asyncio-protocol | server | round trips/s |" in markdown
+    assert "| × asyncio-protocol | CPU/rt × | server | round trips/s |" in markdown
     assert "| × asyncio-protocol | server | bytes/connection |" in markdown
     for name in EXPECTED_SERVERS:
         assert f" {name} |" in markdown or f" **{name}** |" in markdown, name
@@ -245,7 +246,7 @@ def test_the_full_run_interleaves_servers_and_measures_lines_at_64_bytes() -> No
     assert [step.repeat for step in plan.steps] == sorted(s.repeat for s in plan.steps)
     assert len({frozenset(runs) for runs in per_repeat}) == 1
     runs = set(per_repeat[0])
-    assert len(runs) == len(per_repeat[0]) == 37
+    assert len(runs) == len(per_repeat[0]) == 41
     for size, connections, name in runs:
         if name.split(" (")[0] in LINE_SERVERS:
             assert (size, connections) == (64, 10), name

@@ -81,6 +81,10 @@ class Row:
     #: `None` where the reference has no run to compare with.
     ratio: float | None
     ratios: tuple[float, ...]
+    #: Median over repeats of the reference's server CPU time per round trip
+    #: / this server's: efficiency, still meaningful when the client set
+    #: the pace. `None` where either has no CPU figure.
+    cpu_ratio: float | None
     rate: float
     mib_per_s: float
     p50_us: float
@@ -172,7 +176,7 @@ class Report:
     def rows(self) -> list[Row]:
         """One `Row` per server and point, by point, then in server order."""
         reference = {
-            (run.size, run.connections, run.repeat): run.rate
+            (run.size, run.connections, run.repeat): run
             for run in self.runs
             if run.server == REFERENCE
         }
@@ -185,10 +189,16 @@ class Report:
             groups.items(),
             key=lambda item: (order[item[0][:2]], self._order(item[0][2])),
         ):
-            ratios = tuple(
-                run.rate / reference[key]
+            pairs = [
+                (run, reference[key])
                 for run in runs
                 if (key := (size, connections, run.repeat)) in reference
+            ]
+            ratios = tuple(run.rate / ref.rate for run, ref in pairs)
+            cpu_ratios = tuple(
+                ref.server_cpu_per_rt_us / run.server_cpu_per_rt_us
+                for run, ref in pairs
+                if run.server_cpu_per_rt_us and ref.server_cpu_per_rt_us
             )
             per_rt = [r.server_cpu_per_rt_us for r in runs]
             config = self._config(server)
@@ -201,6 +211,7 @@ class Report:
                     repeats=len(runs),
                     ratio=_median(ratios) if ratios else None,
                     ratios=ratios,
+                    cpu_ratio=_median(cpu_ratios) if cpu_ratios else None,
                     rate=_median(r.rate for r in runs),
                     mib_per_s=_median(r.mib_per_s for r in runs),
                     p50_us=_median(r.p50_us for r in runs),
@@ -296,6 +307,10 @@ class Report:
                 f"Round trips per second as a multiple of `{REFERENCE}` on "
                 "asyncio's loop (the median over repeats of each repeat's own "
                 "ratio; higher is better), then medians of the raw numbers. "
+                "The second column compares efficiency instead: the reference's "
+                "server CPU time per round trip divided by this server's, also "
+                "a median of per-repeat ratios; it stays meaningful when the "
+                "load client, not the server, set the pace. "
                 "Every echoed byte was verified. **Bold**: tornado_echo's own "
                 "servers."
             ),
@@ -309,10 +324,10 @@ class Report:
             out += [f"## {size_label(size)} × {connections} connections", ""]
             out += [
                 (
-                    f"| × {REFERENCE} | server | round trips/s | MiB/s | p50 µs "
-                    "| p99 µs | server CPU µs/rt | client busy | note |"
+                    f"| × {REFERENCE} | CPU/rt × | server | round trips/s | MiB/s "
+                    "| p50 µs | p99 µs | server CPU µs/rt | client busy | note |"
                 ),
-                "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+                "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
             ]
             for row in rows:
                 if (row.size, row.connections) != (size, connections):
@@ -320,7 +335,8 @@ class Report:
                 flagged |= row.client_bound
                 name = f"**{row.server}**" if row.ours else row.server
                 out.append(
-                    f"| {_ratio(row.ratio)} | {name} | {row.rate:,.0f} "
+                    f"| {_ratio(row.ratio)} | {_ratio(row.cpu_ratio)} | {name} "
+                    f"| {row.rate:,.0f} "
                     f"| {row.mib_per_s:,.1f} | {_us(row.p50_us)} | {_us(row.p99_us)} "
                     f"| {_us(row.server_cpu_per_rt_us)} | {row.client_busy:.0%} "
                     f"| {'client-bound¹' if row.client_bound else ''} |"
@@ -371,7 +387,7 @@ class Report:
         rows = self.rows()
         flagged = False
         head = (
-            f"× {REFERENCE}", "server", "rt/s", "MiB/s",
+            f"× {REFERENCE}", "CPU/rt ×", "server", "rt/s", "MiB/s",
             "p50 µs", "p99 µs", "srv µs/rt", "client", "",
         )  # fmt: skip
         for size, connections in self.points():
@@ -383,6 +399,7 @@ class Report:
                 cells.append(
                     (
                         _ratio(row.ratio),
+                        _ratio(row.cpu_ratio),
                         f"{row.server}{' *' if row.ours else ''}",
                         f"{row.rate:,.0f}",
                         f"{row.mib_per_s:,.1f}",
@@ -394,7 +411,7 @@ class Report:
                     )
                 )
             out += ["", f"{size_label(size)} × {connections} connections"]
-            out += _columns(cells, left={1, 8})
+            out += _columns(cells, left={2, 9})
         if flagged:
             out += ["", _CLIENT_BOUND_NOTE]
         idle = self.idle_rows()

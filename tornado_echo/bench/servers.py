@@ -10,6 +10,9 @@ charts and ``--servers`` use: ``stream``, ``compat --lines`` or, on uvloop,
     asyncio's own loop is the `REFERENCE` every ratio is taken against;
 ``stream``, ``compat``
     ours: ``tornado-echo --impl stream|compat``;
+``stream-public-api``
+    ``--impl stream`` with ``TORNADO_ECHO_FASTPATH=0``: only documented
+    `.IOStream` hooks, as on a Tornado the fast path was not checked on;
 ``stream --lines``, ``compat --lines``, ``lineserver``
     ours, echoing lines, so the client must send whole lines.
 
@@ -48,6 +51,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from tornado_echo._fastpath import ENV_VAR as FASTPATH_ENV_VAR
 from tornado_echo.loops import LoopName
 
 __all__ = [
@@ -111,6 +115,8 @@ class ServerKind:
     ours: bool
     #: Also measured on uvloop in the default run (when uvloop is installed).
     uvloop_by_default: bool
+    #: Extra environment variables for the server process.
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def _baseline(name: str, *, lines: bool = False, ours: bool = False) -> ServerKind:
@@ -123,15 +129,18 @@ def _baseline(name: str, *, lines: bool = False, ours: bool = False) -> ServerKi
     )
 
 
-def _ours(impl: str, *, lines: bool) -> ServerKind:
+def _ours(impl: str, *, lines: bool, public_api: bool = False) -> ServerKind:
+    name = f"{impl} --lines" if lines else impl
     return ServerKind(
-        f"{impl} --lines" if lines else impl,
+        f"{name}-public-api" if public_api else name,
         # Not a quieter log level: the port is announced at INFO.
         ("tornado_echo", "--port", "0", "--impl", impl, "--log-level", "info")
         + (("--lines",) if lines else ()),
         lines=lines,
         ours=True,
-        uvloop_by_default=impl == "stream" or not lines,
+        uvloop_by_default=not public_api and (impl == "stream" or not lines),
+        # The stream path a Tornado the fast path was not checked on gets.
+        env=((FASTPATH_ENV_VAR, "0"),) if public_api else (),
     )
 
 
@@ -141,6 +150,7 @@ KINDS: tuple[ServerKind, ...] = (
     _baseline("asyncio-streams"),
     _baseline("tornado-naive"),
     _ours("stream", lines=False),
+    _ours("stream", lines=False, public_api=True),
     _ours("compat", lines=False),
     _ours("stream", lines=True),
     _ours("compat", lines=True),
@@ -270,6 +280,7 @@ class ServerProcess:
         self.config = config
         self.cpu = cpu
         self.env = dict(os.environ if env is None else env)
+        self.env.update(config.kind.env)
         self.port: int | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
