@@ -692,3 +692,36 @@ def test_endless_line_search_is_linear() -> None:
         framer.receive_data(b"x")
         drain(framer)
     assert buf.scanned <= 3 * 10000
+
+
+def test_a_chunk_that_is_one_line_behaves_like_any_other_input() -> None:
+    # The framer keeps such a chunk aside instead of buffering it; every
+    # other call must still see it as ordinary received bytes.
+    framer = LineFramer(b"\r\n", 8)
+    framer.receive_data(b"get k\r\n")
+    assert framer.buffered == 7
+    assert not framer.idle
+    framer.receive_data(b"get j\r\n")  # a second chunk before draining
+    assert framer.next_event() == Line(b"get k")
+    assert framer.next_event() == Line(b"get j")
+    assert framer.next_event() is NEED_DATA
+    assert framer.idle
+
+    framer.receive_data(b"hello\r\n")  # read as a raw block, not a line
+    framer.read_exactly(5)
+    assert framer.next_event() == RawData(b"hello")
+    assert framer.next_event() == Line(b"")  # what followed the block
+
+    framer = LineFramer(b"\n", 8)
+    framer.receive_data(b"taken\n")
+    assert framer.take_buffered() == b"taken\n"
+    assert framer.next_event() is NEED_DATA
+
+    framer.receive_data(b"last\n")
+    framer.receive_data(b"")
+    assert framer.next_event() == Line(b"last")
+    assert framer.next_event() == EndOfInput(b"")
+
+    framer = LineFramer(b"\n", 3)
+    framer.receive_data(b"long\n")  # over the cap: not kept aside
+    assert framer.next_event() == LineTooLong(3)

@@ -155,11 +155,14 @@ class LineFramer:
         "_buf",
         "_delimiter",
         "_discarding",
+        "_dlen",
         "_eof",
         "_finished",
         "_max_line_length",
         "_raw_pending",
         "_search_from",
+        "_single",
+        "_single_max",
         "_start",
     )
 
@@ -181,7 +184,9 @@ class LineFramer:
                 f"max_line_length must be an int >= 1, not {max_line_length!r}"
             )
         self._delimiter = delimiter
+        self._dlen = len(delimiter)
         self._max_line_length = max_line_length
+        self._single_max = max_line_length + len(delimiter)
         self._buf = bytearray()
         # Consumed bytes stay in front of _start until _compact drops them in
         # bulk, so taking one line never copies the rest of the buffer.
@@ -194,6 +199,11 @@ class LineFramer:
         self._raw_pending: int | None = None
         self._eof = False
         self._finished = False
+        # A chunk that arrived while the framer was empty and holds exactly
+        # one line within the cap (one delimiter, at its end) is kept as is,
+        # not copied into the buffer and searched again: the usual case for
+        # a request/reply protocol, where each read is one line.
+        self._single: bytes | None = None
 
     def __repr__(self) -> str:
         return (
@@ -219,6 +229,7 @@ class LineFramer:
         """
         return (
             self._start == len(self._buf)
+            and self._single is None
             and not self._discarding
             and self._raw_pending is None
             and not self._eof
@@ -227,7 +238,8 @@ class LineFramer:
     @property
     def buffered(self) -> int:
         """The number of bytes received but not yet returned or discarded."""
-        return len(self._buf) - self._start
+        single = 0 if self._single is None else len(self._single)
+        return len(self._buf) - self._start + single
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feeds received bytes to the framer; ``b""`` means end of input.
@@ -236,11 +248,24 @@ class LineFramer:
         """
         if self._eof:
             raise RuntimeError("cannot receive data after the end of input")
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if data.__class__ is bytes:
+            if (
+                self._single is None
+                and self._start == len(self._buf)
+                and len(data) <= self._single_max
+                and not self._discarding
+                and self._raw_pending is None
+                and 0 <= data.find(self._delimiter) == len(data) - self._dlen
+            ):
+                self._single = data
+                return
+        elif not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be a bytes-like object, not {data!r}")
         if not data:
             self._eof = True
             return
+        if self._single is not None:
+            self._unstash()
         self._compact()
         self._buf += data
         if self._discarding:
@@ -256,6 +281,10 @@ class LineFramer:
         """
         if self._finished:
             return NEED_DATA
+        if self._single is not None:
+            line = self._single[: -len(self._delimiter)]
+            self._single = None
+            return Line(line)
         if self._discarding and not self._discard():
             if self._eof:
                 return self._end(b"")
@@ -279,6 +308,8 @@ class LineFramer:
             raise ValueError(f"n must be an int >= 0, not {n!r}")
         if self._raw_pending is not None:
             raise RuntimeError("a previous read_exactly() is still pending")
+        if self._single is not None:
+            self._unstash()  # not a line after all: the block starts there
         self._raw_pending = n
 
     def take_buffered(self) -> bytes:
@@ -290,6 +321,8 @@ class LineFramer:
         that line it kept to spot a split delimiter); later input is framed
         as lines from a fresh state.
         """
+        if self._single is not None:
+            self._unstash()
         data = bytes(self._buf[self._start :])
         self._buf.clear()
         self._start = self._search_from = 0
@@ -305,15 +338,21 @@ class LineFramer:
         form a delimiter together with the start of the appended one (such
         as ``b"a\\r\\n"`` with the delimiter ``b"\\r\\n\\r\\n"``).
         """
-        if not isinstance(line, (bytes, bytearray, memoryview)):
+        if line.__class__ is bytes:
+            framed = line + self._delimiter
+        elif isinstance(line, (bytes, bytearray, memoryview)):
+            framed = bytes(line) + self._delimiter
+        else:
             raise TypeError(f"line must be a bytes-like object, not {line!r}")
-        framed = bytes(line) + self._delimiter
-        if framed.find(self._delimiter) != len(framed) - len(self._delimiter):
+        if framed.find(self._delimiter) != len(framed) - self._dlen:
             raise ValueError(f"line {line!r} contains the delimiter")
         return framed
 
     def _next_line(self) -> Event | Literal[_NeedData.NEED_DATA]:
         buf, delim, start = self._buf, self._delimiter, self._start
+        if start == len(buf) and not self._eof:
+            # Nothing to frame: the common question right after a line.
+            return NEED_DATA
         last_start = start + self._max_line_length
         # Stop searching where a delimiter would end for a line of exactly
         # max_line_length bytes: anything further away is overlong anyway,
@@ -380,6 +419,12 @@ class LineFramer:
 
     def _consume_to(self, position: int) -> None:
         self._start = self._search_from = position
+
+    def _unstash(self) -> None:
+        assert self._single is not None
+        self._compact()
+        self._buf += self._single
+        self._single = None
 
     def _compact(self) -> None:
         start = self._start

@@ -54,6 +54,7 @@ class LineConnection:
         #: The peer: ``(host, port)`` for TCP, ``""`` for a unix socket.
         self.address = address
         self._framer = LineFramer(server.delimiter, server.max_line_length)
+        self._chunk_size = server.read_chunk_size or DEFAULT_CHUNK_SIZE
         self._closed = False
         self._finishing = False
         self._at_eof = False
@@ -142,9 +143,7 @@ class LineConnection:
                 # The framer already reported the end; nothing more comes.
                 return EndOfInput(b"")
             try:
-                data = await self.stream.read_bytes(
-                    self.server.read_chunk_size or DEFAULT_CHUNK_SIZE, partial=True
-                )
+                data = await self.stream.read_bytes(self._chunk_size, partial=True)
             except StreamClosedError as exc:
                 if self._closed or exc.real_error is not None:
                     raise
