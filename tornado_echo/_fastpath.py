@@ -74,6 +74,10 @@ class FastPathIOStream(HalfCloseIOStream):
             self._write_futures = collections.deque()
         return super()._write_later(data)
 
+    def read_chunk(self, max_bytes: int) -> Awaitable[bytes]:
+        # No buffer of our own: recv() straight into a new bytes object.
+        return self.read_bytes(max_bytes, partial=True)
+
     def read_bytes(self, num_bytes: int, partial: bool = False) -> Awaitable[bytes]:
         if (
             not partial

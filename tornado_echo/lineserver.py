@@ -9,6 +9,7 @@ from typing import Any, Unpack
 from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_echo.echo import LONG_LINE_POLICIES, LONG_LINE_REPLY, LongLinePolicy
+from tornado_echo.halfclose import chunk_reader
 from tornado_echo.lifecycle import TimeSlice, format_address
 from tornado_echo.lines import (
     DEFAULT_MAX_LINE_LENGTH,
@@ -55,6 +56,7 @@ class LineConnection:
         self.address = address
         self._framer = LineFramer(server.delimiter, server.max_line_length)
         self._chunk_size = server.read_chunk_size or DEFAULT_CHUNK_SIZE
+        self._read = chunk_reader(stream)
         self._closed = False
         self._finishing = False
         self._at_eof = False
@@ -143,7 +145,7 @@ class LineConnection:
                 # The framer already reported the end; nothing more comes.
                 return EndOfInput(b"")
             try:
-                data = await self.stream.read_bytes(self._chunk_size, partial=True)
+                data = await self._read(self._chunk_size)
             except StreamClosedError as exc:
                 if self._closed or exc.real_error is not None:
                     raise

@@ -11,7 +11,7 @@ from tornado.tcpserver import TCPServer
 
 from tornado_echo._fastpath import stream_class
 from tornado_echo.echo import ByteEcho, ProtocolFactory
-from tornado_echo.halfclose import HalfCloseIOStream
+from tornado_echo.halfclose import HalfCloseIOStream, chunk_reader
 from tornado_echo.lifecycle import (
     LINGER_TIMEOUT,
     ConnectionTracker,
@@ -137,10 +137,11 @@ class EchoServer(TrackedTCPServer):
         """Echo ``stream`` until the protocol is finished (the hot path)."""
         protocol = self.protocol(format_address(address))
         chunk_size = self.read_chunk_size or DEFAULT_CHUNK_SIZE
+        read = chunk_reader(stream)
         time_slice = TimeSlice()
         while not protocol.finished:
             try:
-                data = await stream.read_bytes(chunk_size, partial=True)
+                data = await read(chunk_size)
             except StreamClosedError as exc:
                 if exc.real_error is not None:
                     raise
