@@ -279,12 +279,19 @@ class LineFramer:
 
         After `EndOfInput` has been returned, returns `NEED_DATA` forever.
         """
-        if self._finished:
-            return NEED_DATA
         if self._single is not None:
-            line = self._single[: -len(self._delimiter)]
+            line = self._single[: -self._dlen]
             self._single = None
             return Line(line)
+        if (
+            self._start == len(self._buf)
+            and not self._eof
+            and self._raw_pending is None
+        ):
+            # Nothing to frame: the common question right after a line.
+            return NEED_DATA
+        if self._finished:
+            return NEED_DATA
         if self._discarding and not self._discard():
             if self._eof:
                 return self._end(b"")
@@ -350,9 +357,6 @@ class LineFramer:
 
     def _next_line(self) -> Event | Literal[_NeedData.NEED_DATA]:
         buf, delim, start = self._buf, self._delimiter, self._start
-        if start == len(buf) and not self._eof:
-            # Nothing to frame: the common question right after a line.
-            return NEED_DATA
         last_start = start + self._max_line_length
         # Stop searching where a delimiter would end for a line of exactly
         # max_line_length bytes: anything further away is overlong anyway,
