@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from tornado_echo.bench import cli
-from tornado_echo.bench.cli import FULL, main, make_plan, select_configs
+from tornado_echo.bench.cli import main
+from tornado_echo.bench.plan import FULL, make_plan, select_configs
 from tornado_echo.bench.servers import (
     BenchFailure,
     ServerConfig,

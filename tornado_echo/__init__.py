@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tornado_echo.lifecycle import ShutdownResult
     from tornado_echo.lineserver import IncompleteReadError, LineConnection, LineServer
+    from tornado_echo.loops import LoopUnavailableError
     from tornado_echo.runner import ListenError, run, serve
     from tornado_echo.server import EchoServer
 
@@ -29,6 +30,7 @@ _EXPORTS = {
     "LineConnection": "tornado_echo.lineserver",
     "LineServer": "tornado_echo.lineserver",
     "ListenError": "tornado_echo.runner",
+    "LoopUnavailableError": "tornado_echo.loops",
     "ShutdownResult": "tornado_echo.lifecycle",
     "run": "tornado_echo.runner",
     "serve": "tornado_echo.runner",
@@ -40,6 +42,7 @@ __all__ = [
     "LineConnection",
     "LineServer",
     "ListenError",
+    "LoopUnavailableError",
     "ShutdownResult",
     "__version__",
     "run",

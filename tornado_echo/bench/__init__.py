@@ -45,9 +45,10 @@ failed to verify, a server stopped answering or ``--time-limit`` passed.
 
 Modules: `~tornado_echo.bench.servers` (configurations and their
 processes), `~tornado_echo.bench.workloads` (closed loop, idle),
+`~tornado_echo.bench.plan` (which runs, in which order),
 `~tornado_echo.bench.report`, `~tornado_echo.bench.chart`,
-`~tornado_echo.bench.cli`, `~tornado_echo.bench.client`,
-`~tornado_echo.bench.baselines`.
+`~tornado_echo.bench.progress`, `~tornado_echo.bench.cli`,
+`~tornado_echo.bench.client`, `~tornado_echo.bench.baselines`.
 
 .. versionadded:: 0.3.0
 """

@@ -2,7 +2,9 @@
 
 With no arguments it makes the full run the README's table and chart come
 from; ``--smoke`` is the seconds-long version CI runs. See the package's
-docstring (`tornado_echo.bench`) for what is measured and why.
+docstring (`tornado_echo.bench`) for what is measured and why. The runs
+and their order come from `tornado_echo.bench.plan`, the progress shown
+from `tornado_echo.bench.progress`.
 
 .. versionadded:: 0.3.0
 """
@@ -12,17 +14,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 from tornado_echo.bench.chart import write_chart
+from tornado_echo.bench.plan import (
+    FULL,
+    LINE_SIZE,
+    SMOKE,
+    WIDE_SIZE,
+    Plan,
+    Settings,
+    estimate,
+    make_plan,
+    select_configs,
+    uvloop_installed,
+)
+from tornado_echo.bench.progress import Progress
 from tornado_echo.bench.report import Report, machine, malloc_settings, size_label
 from tornado_echo.bench.servers import (
     KINDS,
@@ -32,7 +45,6 @@ from tornado_echo.bench.servers import (
     BenchFailure,
     ServerConfig,
     ServerProcess,
-    kind_named,
     malloc_env,
     raise_nofile_limit,
     start_all,
@@ -48,163 +60,8 @@ from tornado_echo.loops import LOOPS, LoopName
 
 _Number = TypeVar("_Number", int, float)
 
-#: Line servers are measured at this message size only: a line protocol's
-#: cost is per line, and 64 bytes is a typical short command or reply.
-LINE_SIZE = 64
-
-#: The size of the extra many-connections point.
-WIDE_SIZE = 1024
-
 _MAX_SIZE = 1 << 20
 _MAX_CONNECTIONS = 1000
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """How much to measure; `FULL` and `SMOKE` are the presets."""
-
-    sizes: tuple[int, ...]
-    connections: tuple[int, ...]
-    #: Also this many connections at `WIDE_SIZE`, for byte echo; 0 for none.
-    wide_connections: int
-    repeat: int
-    warmup: float
-    duration: float
-    #: Connections for the idle workload; 0 for none.
-    idle: int
-    chart: bool
-
-
-# Budget: 37 runs per repeat of 1.3 s plus a client start, 3 repeats, and
-# five idle servers: under 3 minutes on the 2-core development machine,
-# well inside the 5 the full run is allowed.
-FULL = Settings(
-    sizes=(64, 1024, 16384),
-    connections=(10,),
-    wide_connections=100,
-    repeat=3,
-    warmup=0.3,
-    duration=1.0,
-    idle=10_000,
-    chart=True,
-)
-
-SMOKE = Settings(
-    sizes=(1024,),
-    connections=(10,),
-    wide_connections=0,
-    repeat=1,
-    warmup=0.1,
-    duration=0.5,
-    idle=200,
-    chart=False,
-)
-
-# Seconds a run costs beyond warm-up and duration (client start, connect,
-# finish), for the estimate printed before starting.
-_RUN_OVERHEAD = 0.4
-
-
-@dataclasses.dataclass(frozen=True)
-class Step:
-    """One closed-loop run."""
-
-    repeat: int
-    size: int
-    connections: int
-    config: ServerConfig
-
-    def describe(self, repeats: int) -> str:
-        return (
-            f"repeat {self.repeat + 1}/{repeats} · {size_label(self.size)} × "
-            f"{self.connections} · {self.config.name}"
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """Every server and every run, in the order they happen."""
-
-    configs: tuple[ServerConfig, ...]
-    steps: tuple[Step, ...]
-    idle: tuple[ServerConfig, ...]
-
-
-def select_configs(
-    names: Sequence[str] | None, loops: Sequence[LoopName] | None, uvloop: bool
-) -> tuple[ServerConfig, ...]:
-    """The servers to measure, in catalogue order, the reference always first.
-
-    ``names`` are kinds (``stream``) or full names (``stream (uvloop)``);
-    `None` means every kind. A kind runs on each of ``loops``, or, when that
-    is `None`, on asyncio's loop and also on uvloop if it is installed and
-    the kind is measured there by default.
-    """
-    wanted: set[ServerConfig] = set()
-    for kind in KINDS:
-        for loop in LOOPS:
-            config = ServerConfig(kind, loop)
-            if names is not None and config.name in names:
-                wanted.add(config)
-            elif names is None or kind.name in names:
-                if loops is not None:
-                    chosen = loop in loops
-                else:
-                    chosen = loop == "asyncio" or (uvloop and kind.uvloop_by_default)
-                if chosen:
-                    wanted.add(config)
-    # Every ratio is to the reference, so it is always measured.
-    wanted.add(ServerConfig(kind_named(REFERENCE)))
-    return tuple(
-        config
-        for loop in LOOPS
-        for kind in KINDS
-        if (config := ServerConfig(kind, loop)) in wanted
-    )
-
-
-def make_plan(settings: Settings, configs: Sequence[ServerConfig]) -> Plan:
-    """Every run, interleaved: per repeat, per point, one run of each server.
-
-    Interleaving spreads a slow moment of a shared machine over all the
-    servers instead of one server's repeats, and each repeat starts the
-    rotation at another server so none is always measured first.
-    """
-    byte_configs = [c for c in configs if not c.lines]
-    line_configs = [c for c in configs if c.lines]
-    reference = next(c for c in configs if c.is_reference)
-    points: list[tuple[int, int, list[ServerConfig]]] = []
-    for connections in settings.connections:
-        sizes = set(settings.sizes) | ({LINE_SIZE} if line_configs else set())
-        for size in sorted(sizes):
-            here = list(byte_configs) if size in settings.sizes else []
-            if size == LINE_SIZE:
-                here += line_configs
-            if reference not in here:
-                here.insert(0, reference)
-            points.append((size, connections, here))
-    wide = settings.wide_connections
-    if wide and WIDE_SIZE in settings.sizes and wide not in settings.connections:
-        points.append((WIDE_SIZE, wide, list(byte_configs)))
-    if len(configs) > 1:
-        # The reference alone compares nothing: skip the sizes where only
-        # it would run (say, for --servers lineserver).
-        points = [point for point in points if point[2] != [reference]]
-    steps = []
-    for repeat in range(settings.repeat):
-        for size, connections, here in points:
-            turn = repeat % len(here)
-            for config in here[turn:] + here[:turn]:
-                steps.append(Step(repeat, size, connections, config))
-    idle_configs = tuple(c for c in byte_configs if c.loop == "asyncio")
-    if not settings.idle or (idle_configs == (reference,) and len(configs) > 1):
-        idle_configs = ()
-    return Plan(tuple(configs), tuple(steps), idle_configs)
-
-
-def uvloop_installed() -> bool:
-    """Whether uvloop can be imported (without importing it)."""
-    return importlib.util.find_spec("uvloop") is not None
 
 
 # -- arguments ---------------------------------------------------------------
@@ -414,99 +271,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, sizes=tuple(sorted(settings.sizes)))
 
 
-# -- progress ----------------------------------------------------------------
-
-
-class _Progress:
-    """Progress on stderr: a rich bar on a terminal, else a line per step."""
-
-    def __init__(self, total: int) -> None:
-        self._total = total
-        self._done = 0
-        self._what = ""
-        self._bar: _RichBar | None = None
-        if sys.stderr.isatty():
-            try:
-                self._bar = _RichBar(total)
-            except ImportError:
-                pass
-
-    def __enter__(self) -> Self:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def begin(self, what: str) -> None:
-        self._what = what
-        if self._bar is not None:
-            self._bar.describe(what)
-
-    def done(self, summary: str) -> None:
-        self._done += 1
-        if self._bar is not None:
-            self._bar.advance()
-        else:
-            self.note(f"[{self._done}/{self._total}] {self._what}: {summary}")
-
-    def note(self, message: str) -> None:
-        if self._bar is not None:
-            self._bar.print(f"bench: {message}")
-        else:
-            print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-class _RichBar:
-    """rich's progress bar; making one raises `ImportError` without rich."""
-
-    def __init__(self, total: int) -> None:
-        # Optional (the bench extra installs it); the ignores keep mypy quiet
-        # where it is not installed.
-        from rich.console import Console  # type: ignore[import-not-found, unused-ignore]
-        from rich.progress import (  # type: ignore[import-not-found, unused-ignore]
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self._console = Console(stderr=True)
-        self._progress = Progress(
-            TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self._console,
-            # Few redraws: the bar shares the client's CPU.
-            refresh_per_second=2,
-        )
-        self._task = self._progress.add_task("starting", total=total)
-
-    def start(self) -> None:
-        self._progress.start()
-
-    def stop(self) -> None:
-        self._progress.stop()
-
-    def describe(self, what: str) -> None:
-        self._progress.update(self._task, description=what)
-
-    def advance(self) -> None:
-        self._progress.advance(self._task)
-
-    def print(self, message: str) -> None:
-        self._console.print(message, markup=False, highlight=False)
-
-
 # -- running -----------------------------------------------------------------
 
 
@@ -528,7 +292,7 @@ def _run_closed_loop(
     plan: Plan,
     settings: Settings,
     report: Report,
-    progress: _Progress,
+    progress: Progress,
     *,
     cpus: tuple[int | None, int | None],
     env: dict[str, str],
@@ -570,7 +334,7 @@ def _run_idle(
     connections: int,
     requested: int,
     report: Report,
-    progress: _Progress,
+    progress: Progress,
     *,
     server_cpu: int | None,
     env: dict[str, str],
@@ -590,13 +354,6 @@ def _run_idle(
             report.exit_status.setdefault(server.name, []).append(server.returncode())
         report.idle.append(result)
         progress.done(f"{result.bytes_per_connection:,.0f} bytes per connection")
-
-
-def _estimate(plan: Plan, settings: Settings, idle_connections: int) -> float:
-    per_run = settings.warmup + settings.duration + _RUN_OVERHEAD
-    # Opening idle connections costs the server ~0.2 ms each, plus a start.
-    per_idle = 1.0 + idle_connections * 0.0002
-    return len(plan.steps) * per_run + len(plan.idle) * per_idle + 3.0
 
 
 def _mode(args: argparse.Namespace, settings: Settings) -> str:
@@ -645,7 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "is pinned: the numbers say little"
         )
     if not uvloop and args.loops is None:
-        notes.append("uvloop is not installed: no server was measured on it")
+        notes.append(
+            "uvloop is not installed: no server was measured on it, and the "
+            "load client ran on asyncio's slower loop, so more results may be "
+            "client-bound"
+        )
     nofile = raise_nofile_limit()
     idle_connections, clamped = clamp_idle_connections(settings.idle)
     if clamped is not None:
@@ -677,13 +438,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         malloc_env=malloc_settings(env),
         notes=notes,
     )
-    with _Progress(len(plan.steps) + len(plan.idle)) as progress:
+    with Progress(len(plan.steps) + len(plan.idle)) as progress:
         for note in notes:
             progress.note(note)
-        estimate = _estimate(plan, settings, idle_connections)
+        seconds = estimate(plan, settings, idle_connections)
         progress.note(
             f"{len(plan.configs)} servers, {len(plan.steps)} runs, idle memory on "
-            f"{len(plan.idle)}; about {estimate / 60:.1f} minutes"
+            f"{len(plan.idle)}; about {seconds / 60:.1f} minutes"
         )
         try:
             with _pinned(client_cpu):
