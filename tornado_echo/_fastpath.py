@@ -9,8 +9,8 @@ variable ``TORNADO_ECHO_FASTPATH=0``. Elsewhere `stream_class` returns the
 plain `.HalfCloseIOStream`, which uses only documented hooks; the test
 suite runs on both.
 
-What it changes, for a ``read_bytes(n, partial=True)`` with nothing
-buffered (an echo's every read):
+What it changes, for a `~.HalfCloseIOStream.read_chunk` (or
+``read_bytes(n, partial=True)``) with nothing buffered, an echo's every read:
 
 * the bytes come from one ``socket.recv(n)``, with no temporary 64 KiB
   ``bytearray``, no copy into the stream's buffer and no copy out of it;
@@ -74,28 +74,29 @@ class FastPathIOStream(HalfCloseIOStream):
             self._write_futures = collections.deque()
         return super()._write_later(data)
 
+    def read_bytes(self, num_bytes: int, partial: bool = False) -> Awaitable[bytes]:
+        if partial:
+            return self.read_chunk(num_bytes)
+        return super().read_bytes(num_bytes, partial)
+
     def read_chunk(self, max_bytes: int) -> Awaitable[bytes]:
         # No buffer of our own: recv() straight into a new bytes object.
-        return self.read_bytes(max_bytes, partial=True)
-
-    def read_bytes(self, num_bytes: int, partial: bool = False) -> Awaitable[bytes]:
         if (
-            not partial
-            or num_bytes < 1
+            max_bytes < 1
             or self._read_buffer_size
             or self._read_future is not None
             or self._closed
         ):
-            return super().read_bytes(num_bytes, partial)
+            return super().read_bytes(max_bytes, partial=True)
         future: Future[bytes] = Future()
         self._read_future = future
         if self._drained:
             # The last recv emptied the socket (see HalfCloseIOStream).
             self._drained = False
-        elif self._receive(num_bytes):
+        elif self._receive(max_bytes):
             return future
         if not self._closed:
-            self._pending_read = num_bytes
+            self._pending_read = max_bytes
             state = self._state
             if state is None or not state & IOLoop.READ:
                 self._add_io_state(IOLoop.READ)

@@ -150,29 +150,28 @@ class ConnectionTracker:
         return True
 
 
-class TimeSlice:
-    """Makes a connection's loop yield to others at least every few ms.
+def time_slice_end() -> float:
+    """When a connection's loop that starts now must next give way.
 
-    ``if time_slice.used_up(): await time_slice.pause()``: a plain call
-    first, because creating a coroutine on every request just to learn that
-    there is time left would cost more than the check itself.
+    The loops keep the result in a local and compare it with
+    ``time.monotonic()`` on every request, then call `next_time_slice`::
+
+        slice_end = time_slice_end()
+        while ...:
+            ...
+            if time.monotonic() >= slice_end:
+                slice_end = await next_time_slice()
+
+    A float in the loop's frame rather than an object: nothing to allocate
+    per connection, and no method call per request.
     """
+    return time.monotonic() + _TIME_SLICE
 
-    __slots__ = ("_until",)
 
-    def __init__(self) -> None:
-        # time.monotonic, not loop.time(): the same clock without a Python
-        # method call in between, on every request.
-        self._until = time.monotonic() + _TIME_SLICE
-
-    def used_up(self) -> bool:
-        """True once this connection has run for a whole slice."""
-        return time.monotonic() >= self._until
-
-    async def pause(self) -> None:
-        """Let other callbacks run, then start a new slice."""
-        await asyncio.sleep(0)
-        self._until = time.monotonic() + _TIME_SLICE
+async def next_time_slice() -> float:
+    """Let other callbacks run; returns the end of the next slice."""
+    await asyncio.sleep(0)
+    return time.monotonic() + _TIME_SLICE
 
 
 class ServerLifecycle:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from asyncio import Future
 from typing import Any, Unpack
 
@@ -10,7 +11,7 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_echo.echo import LONG_LINE_POLICIES, LONG_LINE_REPLY, LongLinePolicy
 from tornado_echo.halfclose import chunk_reader
-from tornado_echo.lifecycle import TimeSlice, format_address
+from tornado_echo.lifecycle import format_address, next_time_slice, time_slice_end
 from tornado_echo.lines import (
     DEFAULT_MAX_LINE_LENGTH,
     NEED_DATA,
@@ -276,12 +277,12 @@ class LineServer(TrackedTCPServer):
     async def serve_stream(self, stream: IOStream, address: Any) -> None:
         conn = self.connection_class(self, stream, address)
         self._line_connections.add(conn)
-        time_slice = TimeSlice()
+        slice_end = time_slice_end()
         try:
             await self.on_connect(conn)
             while not (conn._closed or conn._finishing):
-                if time_slice.used_up():
-                    await time_slice.pause()
+                if time.monotonic() >= slice_end:
+                    slice_end = await next_time_slice()
                 event = await conn._next_event()
                 if isinstance(event, Line):
                     reply = await self.handle_line(conn, event.data)

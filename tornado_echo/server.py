@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from typing import Any, TypedDict, Unpack
 
 from tornado.iostream import IOStream, StreamClosedError
@@ -16,9 +17,10 @@ from tornado_echo.lifecycle import (
     LINGER_TIMEOUT,
     ConnectionTracker,
     ServerLifecycle,
-    TimeSlice,
     format_address,
     log_connection_error,
+    next_time_slice,
+    time_slice_end,
 )
 
 #: Bytes asked for per read when the server was given no ``read_chunk_size``
@@ -138,7 +140,7 @@ class EchoServer(TrackedTCPServer):
         protocol = self.protocol(format_address(address))
         chunk_size = self.read_chunk_size or DEFAULT_CHUNK_SIZE
         read = chunk_reader(stream)
-        time_slice = TimeSlice()
+        slice_end = time_slice_end()
         while not protocol.finished:
             try:
                 data = await read(chunk_size)
@@ -154,5 +156,5 @@ class EchoServer(TrackedTCPServer):
                     await stream.write(out)
                 finally:
                     self._buffered -= len(out)
-            if time_slice.used_up():
-                await time_slice.pause()
+            if time.monotonic() >= slice_end:
+                slice_end = await next_time_slice()
