@@ -33,9 +33,9 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from tornado_echo.loops import LOOPS, LoopName, run_with
 
@@ -104,6 +104,14 @@ class ClientResult:
             "mib_per_s": self.mib_per_s,
             "server_cpu_per_rt_us": self.server_cpu_per_rt_us,
         }
+
+    @classmethod
+    def fields_from_json(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The constructor arguments found in `to_json`'s output.
+
+        Raises `KeyError` if one is missing.
+        """
+        return {field.name: data[field.name] for field in dataclasses.fields(cls)}
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -27,7 +27,7 @@ import subprocess
 import time
 from typing import Any
 
-from tornado_echo.bench.client import HOST
+from tornado_echo.bench.client import HOST, ClientResult
 from tornado_echo.bench.servers import BenchFailure, ServerProcess, python_argv
 
 __all__ = [
@@ -57,31 +57,12 @@ class TimeLimitReached(Exception):
     """The benchmark's time limit passed before the work finished."""
 
 
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-    """One closed-loop run: what the client measured, and where."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunResult(ClientResult):
+    """One closed-loop run: what the client measured, and against what."""
 
     server: str
     repeat: int
-    size: int
-    connections: int
-    #: The client's event loop.
-    client_loop: str
-    round_trips: int
-    elapsed: float
-    rate: float
-    mib_per_s: float
-    p50_us: float
-    p99_us: float
-    #: The client's busy share of its core; near 1 the client was the limit.
-    client_cpu: float
-    server_cpu: float | None
-    server_cpu_per_rt_us: float | None
-    sent_bytes: int
-    verified_bytes: int
-
-    def to_json(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,24 +151,12 @@ def closed_loop(
         # The client's reason first; whether the server died is in the detail.
         raise server.failure(f"{what}: {result['error']}")
     server.check_alive()
-    run = RunResult(
-        server=server.name,
-        repeat=repeat,
-        size=size,
-        connections=connections,
-        client_loop=str(result["loop"]),
-        round_trips=int(result["round_trips"]),
-        elapsed=float(result["elapsed"]),
-        rate=float(result["rate"]),
-        mib_per_s=float(result["mib_per_s"]),
-        p50_us=float(result["p50_us"]),
-        p99_us=float(result["p99_us"]),
-        client_cpu=float(result["client_cpu"]),
-        server_cpu=_optional_float(result["server_cpu"]),
-        server_cpu_per_rt_us=_optional_float(result["server_cpu_per_rt_us"]),
-        sent_bytes=int(result["sent_bytes"]),
-        verified_bytes=int(result["verified_bytes"]),
-    )
+    try:
+        run = RunResult(
+            server=server.name, repeat=repeat, **ClientResult.fields_from_json(result)
+        )
+    except KeyError as exc:
+        raise BenchFailure(f"{what}: the client's result is malformed: {exc}") from None
     # The client refuses such a run itself; a result is only as good as
     # this check, so it is made again where the result is kept.
     if run.verified_bytes != run.sent_bytes or run.sent_bytes <= 0:
@@ -208,10 +177,6 @@ def _parse_client_output(stdout: str) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def _optional_float(value: object) -> float | None:
-    return None if value is None else float(str(value))
 
 
 def _bounded(own: float, deadline: float | None) -> tuple[float, bool]:
