@@ -88,7 +88,7 @@ class LineConnection:
         """
         if isinstance(line, str):
             line = line.encode(self.server.encoding)
-        return self.stream.write(self._framer.frame(line))
+        return self.write(self._framer.frame(line))
 
     def write(self, data: bytes) -> Future[None]:
         """Send raw bytes; await the result.
