@@ -285,6 +285,7 @@ class ServerProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
         self._ready = threading.Event()
+        self._terminated = False
         self._reader: threading.Thread | None = None
 
     @property
@@ -378,12 +379,19 @@ class ServerProcess:
             raise
 
     def signal_stop(self) -> None:
-        """Send SIGTERM, if it still runs; `stop` waits for it."""
-        if self._proc is not None and self._proc.poll() is None:
-            try:
-                self._proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        """Send SIGTERM once, if it still runs; `stop` waits for it.
+
+        Once: a server that has handled the first one may already have
+        closed its loop and with it its signal handlers, and a second would
+        kill it instead of letting it finish its clean exit.
+        """
+        if self._terminated or self._proc is None or self._proc.poll() is not None:
+            return
+        self._terminated = True
+        try:
+            self._proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the status.
