@@ -1,8 +1,9 @@
 """A faster read path for `.HalfCloseIOStream`, on `.BaseIOStream` internals.
 
 Everything here depends on private details of Tornado's ``iostream.py``
-(``_read_future``, ``_read_buffer``, ``_read_buffer_size``,
-``_add_io_state`` and ``_handle_events``), so it is kept to this one
+(``_read_future``, ``_read_buffer``, ``_read_buffer_size``, ``_closed``,
+``_state``, ``_add_io_state``, ``_handle_events``, ``_write_buffer``,
+``_write_futures`` and ``_StreamBuffer``), so it is kept to this one
 module, used only on the Tornado versions it was checked against
 (`CHECKED_VERSIONS`), and can be switched off with the environment
 variable ``TORNADO_ECHO_FASTPATH=0``. Elsewhere `stream_class` returns the

@@ -250,11 +250,8 @@ class LineFramer:
             raise RuntimeError("cannot receive data after the end of input")
         if data.__class__ is bytes:
             if (
-                self._single is None
-                and self._start == len(self._buf)
-                and len(data) <= self._single_max
-                and not self._discarding
-                and self._raw_pending is None
+                len(data) <= self._single_max
+                and self.idle
                 and 0 <= data.find(self._delimiter) == len(data) - self._dlen
             ):
                 self._single = data
