@@ -130,6 +130,7 @@ class FastPathIOStream(HalfCloseIOStream):
             self.close()
             return True
         self._drained = len(data) < size
+        self.bytes_in += len(data)
         future = self._read_future
         self._read_future = None
         assert future is not None

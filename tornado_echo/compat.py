@@ -12,7 +12,8 @@ read side by side with `.EchoServer`, which does the same job through
 classic example                     here
 ==================================  ==========================================
 ``add_handler(listen_fd, ...)``     `RawEchoServer.add_sockets`
-``connection_ready`` (accept)       ``RawEchoServer._on_accept``
+``connection_ready`` (accept)       `.Acceptor`, then
+                                    ``RawEchoServer._on_accepted``
 per-client ``handle_events``        ``_RawConnection._on_events``
 ``message_queue``                   ``_RawConnection._queue`` (a deque)
 ``update_handler(fd, WRITE)``       ``_RawConnection._update_interest``
@@ -27,8 +28,9 @@ What the classic version got wrong, and how it is fixed here:
 * It accepted one connection per event with ``listen(5)``. We accept in a
   loop until ``EAGAIN``, at most ``accepts_per_event`` at a time so one busy
   listener cannot starve established connections, with a backlog of 128.
-  Running out of file descriptors pauses accepting briefly instead of
-  spinning on a listener that stays readable.
+  Running out of file descriptors pauses accepting, with a growing backoff,
+  instead of spinning on a listener that stays readable (the `.Acceptor`
+  every server shares).
 * It assumed ``send`` writes everything. A partial send keeps the unsent
   remainder at the head of the queue.
 * It treated ``EAGAIN`` as an error. Spurious readiness is now ignored.
@@ -81,45 +83,38 @@ TLS is not supported here; use `.EchoServer` for that.
 from __future__ import annotations
 
 import collections
-import errno
 import socket
+from collections.abc import Iterable
+from socket import socket as Socket
 from typing import Any
 
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
 from tornado_echo.echo import ByteEcho, ProtocolFactory
-from tornado_echo.lifecycle import (
-    LINGER_TIMEOUT,
-    ConnectionTracker,
-    ServerLifecycle,
-    conn_log,
-    format_address,
-    log_connection_error,
-)
-from tornado_echo.server import DEFAULT_CHUNK_SIZE
-
-# Running out of fds leaves the listener readable forever; pausing the
-# accept handler this long gives connections time to close instead of
-# burning a core on accept() -> EMFILE.
-_EMFILE_PAUSE = 0.5
-
-_FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+from tornado_echo.lifecycle import DEFAULT_CHUNK_SIZE, LINGER_TIMEOUT, ServerLifecycle
+from tornado_echo.limits import Limits
+from tornado_echo.logs import format_address, log_connection_error
 
 
 class RawEchoServer(ServerLifecycle):
     """An echo server built on raw `.IOLoop` fd handlers.
 
     It behaves like `.EchoServer` (same echo, half-close, backpressure,
-    tracking and `shutdown`) and offers the same lifecycle surface:
-    `listen`, `add_sockets`, `stop`, `shutdown` and `connection_count`.
+    limits, timeouts, stats and `shutdown`) and offers the same lifecycle
+    surface: `listen`, `add_sockets`, `stop`, `shutdown`, `stats` and
+    `connection_count`.
 
     ``protocol`` decides what is sent back, as for `.EchoServer` (the same
     `.ByteEcho` or `.LineEcho` objects run on both). ``high_water_mark`` is
     how many queued bytes per connection stop the server from reading more
-    from that client; ``read_chunk_size`` is the most one ``recv`` asks for.
+    from that client; ``read_chunk_size`` is the most one ``recv`` asks for;
+    ``limits`` is a `.Limits`.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.3.0
+       The ``limits`` argument and `stats`.
     """
 
     #: The loop the listeners were added on; connections register with it.
@@ -132,6 +127,7 @@ class RawEchoServer(ServerLifecycle):
         read_chunk_size: int = DEFAULT_CHUNK_SIZE,
         high_water_mark: int = DEFAULT_CHUNK_SIZE,
         accepts_per_event: int = 128,
+        limits: Limits | None = None,
     ) -> None:
         for name, value in (
             ("read_chunk_size", read_chunk_size),
@@ -143,9 +139,7 @@ class RawEchoServer(ServerLifecycle):
         self.protocol = protocol
         self.read_chunk_size = read_chunk_size
         self.high_water_mark = high_water_mark
-        self.accepts_per_event = accepts_per_event
-        self._listeners: list[socket.socket] = []
-        self._connections = ConnectionTracker()
+        self._init_lifecycle(limits, accepts_per_event)
 
     def listen(
         self,
@@ -163,60 +157,13 @@ class RawEchoServer(ServerLifecycle):
             bind_sockets(port, address, family, backlog, reuse_port=reuse_port)
         )
 
-    def add_sockets(self, sockets: list[socket.socket]) -> None:
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """Start accepting on already-bound listening sockets."""
-        io_loop = self._io_loop = IOLoop.current()
-        for sock in sockets:
-            sock.setblocking(False)
-            io_loop.add_handler(sock, self._on_accept, IOLoop.READ)
-            self._listeners.append(sock)
+        self._io_loop = IOLoop.current()
+        super().add_sockets(sockets)
 
-    def add_socket(self, sock: socket.socket) -> None:
-        """Singular version of `add_sockets`."""
-        self.add_sockets([sock])
-
-    def stop(self) -> None:
-        """Stop accepting; open connections keep running (see `shutdown`)."""
-        io_loop = IOLoop.current()
-        for sock in self._listeners:
-            io_loop.remove_handler(sock)
-            sock.close()
-        self._listeners.clear()
-
-    def _on_accept(self, listener: socket.socket, events: int) -> None:
-        for _ in range(self.accepts_per_event):
-            try:
-                sock, address = listener.accept()
-            except BlockingIOError:
-                return
-            except (ConnectionAbortedError, InterruptedError):
-                continue
-            except OSError as exc:
-                if exc.errno not in _FD_EXHAUSTED:
-                    log_connection_error(listener.getsockname(), exc)
-                    return
-                conn_log.warning(
-                    "accept failed (%s); pausing accepts for %.1fs",
-                    exc.strerror,
-                    _EMFILE_PAUSE,
-                )
-                self._pause_accepting(listener)
-                return
-            try:
-                _RawConnection(self, sock, address)
-            except Exception as exc:  # noqa: BLE001 - one bad socket must not stop accepts
-                sock.close()
-                log_connection_error(address, exc)
-
-    def _pause_accepting(self, listener: socket.socket) -> None:
-        io_loop = IOLoop.current()
-        io_loop.remove_handler(listener)
-
-        def resume() -> None:
-            if listener in self._listeners:
-                io_loop.add_handler(listener, self._on_accept, IOLoop.READ)
-
-        io_loop.call_later(_EMFILE_PAUSE, resume)
+    def _on_accepted(self, sock: socket.socket, address: Any) -> None:
+        _RawConnection(self, sock, address)
 
 
 class _RawConnection:
@@ -239,9 +186,16 @@ class _RawConnection:
         "_protocol",
         "_queue",
         "_queued",
+        "_quiet_since",
         "_server",
         "_sock",
+        "_sweep_mark",
+        "bytes_in",
+        "bytes_out",
     )
+
+    _sweep_mark: int
+    _quiet_since: float
 
     def __init__(self, server: RawEchoServer, sock: socket.socket, address: Any):
         self._server = server
@@ -253,14 +207,26 @@ class _RawConnection:
         self._peer_eof = False
         self._linger_timer: object | None = None
         self._closed = False
+        self.bytes_in = 0
+        self.bytes_out = 0
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._interest = IOLoop.READ
         server._io_loop.add_handler(sock, self._on_events, IOLoop.READ)
-        server._connections.add(self)
+        server._track(self)
+        if hasattr(self._protocol, "lines"):
+            server._connections.count_lines_of(self, self._protocol)  # type: ignore[arg-type]
 
-    def _on_events(self, sock: socket.socket, events: int) -> None:
+    @property
+    def socket(self) -> Socket:
+        return self._sock
+
+    def writing(self) -> bool:
+        """True while some of our answer waits for the peer to read."""
+        return self._queue is not None
+
+    def _on_events(self, sock: Socket, events: int) -> None:
         # Nothing may escape: on the asyncio IOLoop an exception here is
         # merely logged and the handler stays registered, spinning.
         try:
@@ -284,6 +250,7 @@ class _RawConnection:
             data = self._sock.recv(self._server.read_chunk_size)
         except (BlockingIOError, InterruptedError):
             return
+        self.bytes_in += len(data)
         out = protocol.receive_data(data)
         if out:
             if self._queue is None:
@@ -303,6 +270,7 @@ class _RawConnection:
             sent = self._sock.send(out)
         except (BlockingIOError, InterruptedError):
             sent = 0
+        self.bytes_out += sent
         if sent < len(out):
             self._queue = collections.deque()
             self._enqueue(memoryview(out)[sent:])
@@ -324,6 +292,7 @@ class _RawConnection:
                 sent = self._sock.send(head)
             except (BlockingIOError, InterruptedError):
                 break
+            self.bytes_out += sent
             self._queued -= sent
             self._server._buffered -= sent
             if sent < len(head):
@@ -393,4 +362,4 @@ class _RawConnection:
         self._server._buffered -= self._queued
         self._queued = 0
         self._queue = None
-        self._server._connections.discard(self)
+        self._server._untrack(self)

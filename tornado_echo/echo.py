@@ -83,7 +83,15 @@ class LineEcho:
     INFO with the peer.
     """
 
-    __slots__ = ("_framer", "_peer", "_whole_lines_max", "finished", "on_long_line")
+    __slots__ = (
+        "_framer",
+        "_peer",
+        "_whole_lines_max",
+        "finished",
+        "lines",
+        "lines_too_long",
+        "on_long_line",
+    )
 
     def __init__(
         self,
@@ -102,6 +110,9 @@ class LineEcho:
         self._peer = peer
         self.on_long_line = on_long_line
         self.finished = False
+        #: Lines echoed, and overlong lines refused, so far (for stats).
+        self.lines = 0
+        self.lines_too_long = 0
         # A chunk no longer than this that ends with the delimiter, arriving
         # while the framer holds nothing, is whole lines within the cap, and
         # their echo is the chunk itself: the framer has nothing to add.
@@ -120,6 +131,7 @@ class LineEcho:
             and framer.idle
             and not self.finished
         ):
+            self.lines += data.count(framer.delimiter)
             return data
         framer.receive_data(data)
         out = bytearray()
@@ -129,7 +141,9 @@ class LineEcho:
                 # reproduces the input exactly.
                 out += event.data
                 out += framer.delimiter
+                self.lines += 1
             elif isinstance(event, LineTooLong):
+                self.lines_too_long += 1
                 log.info(
                     "%s: line longer than %d bytes (policy: %s)",
                     self._peer,

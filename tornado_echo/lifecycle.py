@@ -1,48 +1,41 @@
-"""Connection tracking and graceful shutdown, shared by every server.
+"""What every server does with its connections: track, limit, time out, drain.
 
 `tornado.tcpserver.TCPServer.stop` closes only the listening sockets: open
-connections keep running and nothing knows about them. `ConnectionTracker`
-is the small piece each driver (`.EchoServer`, `.LineServer` and the raw
-fd-handler server in `tornado_echo.compat`) uses to remember its live
-connections, and `ServerLifecycle` builds ``connection_count`` and
-``shutdown(timeout)`` on top of it, so the drivers share one implementation.
+connections keep running and nothing knows about them. `ServerLifecycle` is
+the one base that both drivers (`.EchoServer` and `.LineServer` on
+`.IOStream`, `.RawEchoServer` on raw fd handlers) build on. It
+
+* accepts through an `.Acceptor`, which backs off when descriptors run out;
+* tracks the live connections (`ConnectionTracker`), which gives
+  ``connection_count`` and ``shutdown(timeout)``;
+* applies `.Limits`: the connection cap pauses accepting, and a periodic
+  sweep closes idle and stalled connections;
+* keeps the counters behind `stats`.
+
+A driver calls `_track` when a connection starts, and `_untrack` once it is
+closed; the connection object (a stream, or a raw connection) satisfies
+`Connection`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
-import logging
-import ssl
+import socket
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
-from tornado.iostream import StreamClosedError
-from tornado.log import app_log
+from tornado.ioloop import PeriodicCallback
 
-#: Logger for per-connection events (connects, resets, limits).
-conn_log = logging.getLogger("tornado_echo.connection")
+from tornado_echo.accept import Acceptor
+from tornado_echo.limits import Limits
+from tornado_echo.logs import conn_log, format_address
+from tornado_echo.stats import ServerStats
 
-# errnos that mean "the peer went away"; they are ordinary network weather,
-# not bugs, so they are logged at DEBUG without a traceback.
-_PEER_GONE = frozenset(
-    {
-        errno.ECONNRESET,
-        errno.EPIPE,
-        errno.ECONNABORTED,
-        errno.ETIMEDOUT,
-        errno.ENOTCONN,
-        errno.ESHUTDOWN,
-    }
-)
-
-# IOStream resolves a read or write inline when the socket is ready, and
-# awaiting a finished future does not return to the event loop: a client
-# that keeps the pipe full would otherwise monopolise it. Each connection
-# gives the loop a turn after this many seconds of uninterrupted work.
-_TIME_SLICE = 0.005
+#: Bytes asked for per read when the server was given no ``read_chunk_size``
+#: (the same as `.IOStream`'s own default).
+DEFAULT_CHUNK_SIZE = 65536
 
 #: When the server ends a connection the client has not closed, how long it
 #: keeps reading and dropping the client's input so the close does not turn
@@ -54,11 +47,39 @@ LINGER_TIMEOUT = 2.0
 # them so callers see a quiescent server, but never hang on a stuck handler.
 _FORCED_CLOSE_GRACE = 1.0
 
+# The "limit reached" episode ends, and is logged as over, only once this
+# share of the cap is free again: a server hovering at its cap would
+# otherwise log a pair of lines for every connection that comes and goes.
+_LIMIT_HYSTERESIS = 0.1
 
-class Closable(Protocol):
-    """Anything a tracker can force-close (an `.IOStream`, a raw connection)."""
+_LIMIT = "limit"
+
+
+class Connection(Protocol):
+    """What a server tracks per connection (a stream, or a raw connection).
+
+    ``bytes_in`` and ``bytes_out`` count what went through the socket; the
+    two underscored attributes belong to the timeout sweep.
+    """
+
+    bytes_in: int
+    bytes_out: int
+    _sweep_mark: int
+    _quiet_since: float
+
+    @property
+    def socket(self) -> socket.socket: ...
+
+    def writing(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+class LineCounts(Protocol):
+    """Optional per-connection line counters (line protocols have them)."""
+
+    lines: int
+    lines_too_long: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -73,68 +94,40 @@ class ShutdownResult:
     closed: int
 
 
-def is_peer_gone(exc: BaseException) -> bool:
-    """True if ``exc`` only says that the peer went away (EOF, reset, TLS abort).
-
-    These are ordinary network conditions, not bugs, so they are logged
-    without a traceback.
-    """
-    if isinstance(exc, StreamClosedError):
-        return exc.real_error is None or is_peer_gone(exc.real_error)
-    if isinstance(exc, ssl.SSLError):
-        return True
-    return isinstance(exc, OSError) and exc.errno in _PEER_GONE
-
-
-def log_connection_error(address: Any, exc: BaseException) -> None:
-    """Log why a connection ended abnormally, at the level it deserves.
-
-    A reset or broken pipe is one DEBUG line; anything else is a bug in a
-    handler and is logged once, with its traceback, on ``tornado.application``.
-    """
-    if is_peer_gone(exc):
-        if isinstance(exc, StreamClosedError):
-            exc = exc.real_error or exc
-        conn_log.debug("%s: connection ended: %s", format_address(address), exc)
-    else:
-        app_log.error(
-            "Uncaught exception serving %s", format_address(address), exc_info=exc
-        )
-
-
-def format_address(address: Any) -> str:
-    """``host:port`` for an IP peer, the path (or ``unix``) for a unix socket."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host = str(address[0])
-        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-    return str(address) or "unix"
-
-
 class ConnectionTracker:
-    """The set of live connections of one server.
+    """The live connections of one server, each with its line counters.
 
-    Drivers call `add` when a connection starts and `discard` when it has
-    been closed; `wait_empty` lets shutdown wait for the set to drain.
+    `wait_empty` lets shutdown wait for the set to drain.
     """
 
     def __init__(self) -> None:
-        self._live: set[Closable] = set()
+        self._live: dict[Connection, LineCounts | None] = {}
         self._changed: asyncio.Event | None = None
 
     def __len__(self) -> int:
         return len(self._live)
 
-    def __iter__(self) -> Iterator[Closable]:
+    def __iter__(self) -> Iterator[Connection]:
         # A copy, because closing a connection while iterating discards it.
         return iter(list(self._live))
 
-    def add(self, conn: Closable) -> None:
-        self._live.add(conn)
+    def add(self, conn: Connection) -> None:
+        self._live[conn] = None
 
-    def discard(self, conn: Closable) -> None:
-        self._live.discard(conn)
+    def count_lines_of(self, conn: Connection, counts: LineCounts) -> None:
+        """Report ``counts.lines`` as ``conn``'s, while it is tracked."""
+        if conn in self._live:
+            self._live[conn] = counts
+
+    def pop(self, conn: Connection) -> LineCounts | None:
+        """Forget ``conn``; returns its line counters, if it had any."""
+        counts = self._live.pop(conn, None)
         if not self._live and self._changed is not None:
             self._changed.set()
+        return counts
+
+    def line_counts(self) -> Iterator[LineCounts]:
+        return (c for c in self._live.values() if c is not None)
 
     async def wait_empty(self, timeout: float) -> bool:
         """Wait until no connection is left; False if ``timeout`` ran out."""
@@ -150,43 +143,82 @@ class ConnectionTracker:
         return True
 
 
-def time_slice_end() -> float:
-    """When a connection's loop that starts now must next give way.
-
-    The loops keep the result in a local and compare it with
-    ``time.monotonic()`` on every request, then call `next_time_slice`::
-
-        slice_end = time_slice_end()
-        while ...:
-            ...
-            if time.monotonic() >= slice_end:
-                slice_end = await next_time_slice()
-
-    A float in the loop's frame rather than an object: nothing to allocate
-    per connection, and no method call per request.
-    """
-    return time.monotonic() + _TIME_SLICE
-
-
-async def next_time_slice() -> float:
-    """Let other callbacks run; returns the end of the next slice."""
-    await asyncio.sleep(0)
-    return time.monotonic() + _TIME_SLICE
+def _peer(conn: Connection) -> str:
+    try:
+        return format_address(conn.socket.getpeername())
+    except (OSError, AttributeError):  # closed meanwhile
+        return "(closed)"
 
 
 class ServerLifecycle:
-    """Mixin that gives a server ``connection_count`` and ``shutdown()``.
+    """Base of every server: tracking, limits, timeouts, stats and shutdown.
 
-    The class it is mixed into must provide ``stop()`` (stop accepting) and
-    register its connections with ``self._connections``.
+    Subclasses create ``self._acceptor`` and ``self._connections`` (with
+    `_init_lifecycle`), hand accepted sockets to their drivers, and call
+    `_track` / `_untrack` around each connection's life.
     """
 
     _connections: ConnectionTracker
-    _buffered: int = 0
+    _acceptor: Acceptor
 
-    if TYPE_CHECKING:
+    def _init_lifecycle(
+        self, limits: Limits | None, accepts_per_event: int = 128
+    ) -> None:
+        self._connections = ConnectionTracker()
+        self._acceptor = Acceptor(self._on_accepted, per_event=accepts_per_event)
+        self._limits = limits or Limits()
+        self._cap = 0  # resolved when the server starts accepting
+        self._sweeper: PeriodicCallback | None = None
+        self._at_limit = False
+        self._buffered = 0
+        # Totals of closed connections; live ones are added in `stats`.
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._lines = 0
+        self._lines_too_long = 0
+        self._total = 0
+        self._drained = 0
+        self._force_closed = 0
+        self._limit_reached = 0
+        self._idle_timeouts = 0
+        self._write_timeouts = 0
+        self._handshake_failures = 0
 
-        def stop(self) -> None: ...
+    def _on_accepted(self, sock: socket.socket, address: Any) -> None:
+        raise NotImplementedError()
+
+    @property
+    def limits(self) -> Limits:
+        """The `.Limits` in force; assign a new one before the server listens."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self._limits = limits
+        if self._cap:
+            self._start_limits()
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        """Start accepting on already-bound listening sockets."""
+        if not self._cap:
+            self._start_limits()
+        self._acceptor.add(sockets)
+
+    def add_socket(self, sock: socket.socket) -> None:
+        """Singular version of `add_sockets`."""
+        self.add_sockets([sock])
+
+    def stop(self) -> None:
+        """Stop accepting and close the listeners; connections keep running.
+
+        See `shutdown` to drain them.
+        """
+        self._acceptor.close()
+
+    @property
+    def listeners(self) -> list[socket.socket]:
+        """The listening sockets, in the order they were added."""
+        return self._acceptor.listeners
 
     @property
     def connection_count(self) -> int:
@@ -203,6 +235,109 @@ class ServerLifecycle:
         """
         return self._buffered
 
+    @property
+    def stats(self) -> ServerStats:
+        """A snapshot of the server's counters (`.ServerStats`).
+
+        .. versionadded:: 0.3.0
+        """
+        live = list(self._connections)
+        counts = list(self._connections.line_counts())
+        return ServerStats(
+            connections_open=len(live),
+            connections_total=self._total,
+            connections_drained=self._drained,
+            connections_force_closed=self._force_closed,
+            bytes_in=self._bytes_in + sum(c.bytes_in for c in live),
+            bytes_out=self._bytes_out + sum(c.bytes_out for c in live),
+            lines=self._lines + sum(c.lines for c in counts),
+            lines_too_long=self._lines_too_long + sum(c.lines_too_long for c in counts),
+            limit_reached=self._limit_reached,
+            accept_errors=self._acceptor.error_episodes,
+            idle_timeouts=self._idle_timeouts,
+            write_timeouts=self._write_timeouts,
+            handshake_failures=self._handshake_failures,
+        )
+
+    def _track(self, conn: Connection) -> None:
+        conn._sweep_mark = 0
+        conn._quiet_since = time.monotonic()
+        self._connections.add(conn)
+        self._total += 1
+        if len(self._connections) >= self._cap and self._cap:
+            self._acceptor.pause(_LIMIT)
+            if not self._at_limit:
+                self._at_limit = True
+                self._limit_reached += 1
+                conn_log.warning(
+                    "connection limit reached (%d open); new clients wait in "
+                    "the listen backlog",
+                    len(self._connections),
+                )
+
+    def _untrack(self, conn: Connection) -> None:
+        counts = self._connections.pop(conn)
+        self._bytes_in += conn.bytes_in
+        self._bytes_out += conn.bytes_out
+        if counts is not None:
+            self._lines += counts.lines
+            self._lines_too_long += counts.lines_too_long
+        open_now = len(self._connections)
+        if open_now < self._cap:
+            self._acceptor.resume(_LIMIT)
+            if self._at_limit and open_now <= self._cap * (1 - _LIMIT_HYSTERESIS):
+                self._at_limit = False
+                conn_log.info("below the connection limit (%d open)", open_now)
+
+    def _start_limits(self) -> None:
+        limits = self._limits
+        self._cap = limits.connection_cap()
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+        interval = limits.sweep_interval()
+        if interval is not None:
+            self._sweeper = PeriodicCallback(self._sweep, interval * 1000)
+            self._sweeper.start()
+
+    def _sweep(self) -> None:
+        """Close connections that made no progress for too long."""
+        now = time.monotonic()
+        idle = self._limits.idle_timeout
+        stall = self._limits.write_timeout
+        for conn in self._connections:
+            progress = conn.bytes_in + conn.bytes_out
+            if progress != conn._sweep_mark:
+                conn._sweep_mark = progress
+                conn._quiet_since = now
+                continue
+            quiet = now - conn._quiet_since
+            if stall and quiet >= stall and conn.writing():
+                self._write_timeouts += 1
+                conn_log.info(
+                    "%s: took none of our pending data for %gs; closing",
+                    _peer(conn),
+                    stall,
+                )
+                conn.close()
+            elif idle and quiet >= idle:
+                self._idle_timeouts += 1
+                conn_log.info("%s: idle for %gs; closing", _peer(conn), idle)
+                conn.close()
+
+    def close_all(self) -> int:
+        """Close every open connection now; returns how many there were.
+
+        They count as force-closed, as at the `shutdown` deadline.
+
+        .. versionadded:: 0.3.0
+        """
+        leftover = list(self._connections)
+        for conn in leftover:
+            conn.close()
+        self._force_closed += len(leftover)
+        return len(leftover)
+
     async def shutdown(self, timeout: float = 10.0) -> ShutdownResult:
         """Stop accepting, let open connections finish, then close the rest.
 
@@ -214,15 +349,19 @@ class ServerLifecycle:
         """
         self.stop()
         before = len(self._connections)
+        closed_before = self._force_closed
         await self._connections.wait_empty(timeout)
-        leftover = list(self._connections)
-        for conn in leftover:
-            conn.close()
-        if leftover:
+        if self.close_all():
             await self._connections.wait_empty(_FORCED_CLOSE_GRACE)
+        closed = self._force_closed - closed_before
+        drained = max(before - closed, 0)
+        self._drained += drained
+        if closed:
             conn_log.info(
                 "shutdown: %d connection(s) drained, %d closed at the deadline",
-                before - len(leftover),
-                len(leftover),
+                drained,
+                closed,
             )
-        return ShutdownResult(drained=before - len(leftover), closed=len(leftover))
+        if self._sweeper is not None:
+            self._sweeper.stop()
+        return ShutdownResult(drained=drained, closed=closed)

@@ -10,8 +10,9 @@ from typing import Any, Unpack
 from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_echo.echo import LONG_LINE_POLICIES, LONG_LINE_REPLY, LongLinePolicy
+from tornado_echo.fairness import next_time_slice, time_slice_end
 from tornado_echo.halfclose import chunk_reader
-from tornado_echo.lifecycle import format_address, next_time_slice, time_slice_end
+from tornado_echo.lifecycle import DEFAULT_CHUNK_SIZE
 from tornado_echo.lines import (
     DEFAULT_MAX_LINE_LENGTH,
     NEED_DATA,
@@ -22,7 +23,8 @@ from tornado_echo.lines import (
     LineTooLong,
     RawData,
 )
-from tornado_echo.server import DEFAULT_CHUNK_SIZE, TCPServerOptions, TrackedTCPServer
+from tornado_echo.logs import format_address
+from tornado_echo.server import TCPServerOptions, TrackedTCPServer
 
 log = logging.getLogger("tornado_echo.lines")
 
@@ -61,6 +63,9 @@ class LineConnection:
         self._closed = False
         self._finishing = False
         self._at_eof = False
+        #: Lines handled, and overlong lines refused, on this connection.
+        self.lines = 0
+        self.lines_too_long = 0
 
     def __repr__(self) -> str:
         return f"<LineConnection {self.peer}>"
@@ -277,6 +282,7 @@ class LineServer(TrackedTCPServer):
     async def serve_stream(self, stream: IOStream, address: Any) -> None:
         conn = self.connection_class(self, stream, address)
         self._line_connections.add(conn)
+        self._count_lines(stream, conn)
         slice_end = time_slice_end()
         try:
             await self.on_connect(conn)
@@ -285,10 +291,12 @@ class LineServer(TrackedTCPServer):
                     slice_end = await next_time_slice()
                 event = await conn._next_event()
                 if isinstance(event, Line):
+                    conn.lines += 1
                     reply = await self.handle_line(conn, event.data)
                     if reply is not None and not conn._closed:
                         await conn.send_line(reply)
                 elif isinstance(event, LineTooLong):
+                    conn.lines_too_long += 1
                     log.info(
                         "%s: line longer than %d bytes (policy: %s)",
                         format_address(address),

@@ -12,7 +12,8 @@ from typing import Literal, Protocol, TypeVar, cast
 from tornado.netutil import bind_sockets
 
 from tornado_echo.echo import ByteEcho, ProtocolFactory
-from tornado_echo.lifecycle import ShutdownResult, format_address
+from tornado_echo.lifecycle import ShutdownResult
+from tornado_echo.logs import format_address
 from tornado_echo.loops import LoopName, run_with
 
 log = logging.getLogger("tornado_echo")

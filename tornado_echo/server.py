@@ -2,63 +2,140 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import socket
 import ssl
 import time
+from collections.abc import Iterable
 from typing import Any, TypedDict, Unpack
 
-from tornado.iostream import IOStream, StreamClosedError
+from tornado import gen
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
+from tornado.netutil import ssl_wrap_socket
 from tornado.tcpserver import TCPServer
 
 from tornado_echo._fastpath import stream_class
 from tornado_echo.echo import ByteEcho, ProtocolFactory
+from tornado_echo.fairness import next_time_slice, time_slice_end
 from tornado_echo.halfclose import HalfCloseIOStream, chunk_reader
 from tornado_echo.lifecycle import (
+    DEFAULT_CHUNK_SIZE,
     LINGER_TIMEOUT,
-    ConnectionTracker,
+    LineCounts,
     ServerLifecycle,
-    format_address,
-    log_connection_error,
-    next_time_slice,
-    time_slice_end,
 )
+from tornado_echo.limits import Limits
+from tornado_echo.logs import conn_log, format_address, log_connection_error
+from tornado_echo.tls import TLSStream
 
-#: Bytes asked for per read when the server was given no ``read_chunk_size``
-#: (the same as `.IOStream`'s own default).
-DEFAULT_CHUNK_SIZE = 65536
+__all__ = ["DEFAULT_CHUNK_SIZE", "EchoServer", "TCPServerOptions", "TrackedTCPServer"]
 
 
 class TCPServerOptions(TypedDict, total=False):
-    """The `.TCPServer` constructor arguments our servers pass through."""
+    """The constructor arguments shared by our `.TCPServer` subclasses.
+
+    ``limits`` is a `.Limits`; the others are `.TCPServer`'s.
+    """
 
     ssl_options: dict[str, Any] | ssl.SSLContext | None
     max_buffer_size: int | None
     read_chunk_size: int | None
+    limits: Limits | None
+
+
+# A TLS client that connects and leaves at once (a port scan) makes the wrap
+# fail with these; there is nothing to serve and nothing worth logging.
+_WRAP_GONE = frozenset({errno.ECONNABORTED, errno.EINVAL, errno.ENOTCONN})
+
+
+def _raise_result(future: Any) -> None:
+    future.result()
 
 
 class TrackedTCPServer(ServerLifecycle, TCPServer):
-    """A `.TCPServer` that tracks its connections and always closes them.
+    """A `.TCPServer` that tracks, limits and always closes its connections.
 
-    The shared base of `EchoServer` and `.LineServer`: ``handle_stream``
-    registers the stream, turns on TCP_NODELAY, runs `serve_stream`, logs
-    how it ended, and closes the stream in ``finally`` (Tornado does not
-    close a stream whose ``handle_stream`` raised). Subclasses implement
-    `serve_stream`.
+    The shared base of `EchoServer` and `.LineServer`. Accepting goes
+    through the lifecycle's `.Acceptor` rather than Tornado's accept
+    handler, which spins and logs a traceback per attempt when descriptors
+    run out. ``handle_stream`` registers the stream, turns on TCP_NODELAY,
+    finishes the TLS handshake within ``limits.handshake_timeout``, runs
+    `serve_stream`, logs how it ended, and closes the stream in ``finally``
+    (Tornado does not close a stream whose ``handle_stream`` raised).
+    Subclasses implement `serve_stream`.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.3.0
+       The ``limits`` argument, `stats`, and calm accepts.
     """
 
     def __init__(self, **options: Unpack[TCPServerOptions]) -> None:
-        super().__init__(**options)
-        self._connections = ConnectionTracker()
+        super().__init__(
+            ssl_options=options.get("ssl_options"),
+            max_buffer_size=options.get("max_buffer_size"),
+            read_chunk_size=options.get("read_chunk_size"),
+        )
+        self._init_lifecycle(options.get("limits"))
+        self._stream_class = stream_class()
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        """Start accepting on already-bound listening sockets."""
+        ServerLifecycle.add_sockets(self, sockets)
+
+    def stop(self) -> None:
+        """Stop accepting and close the listeners; connections keep running.
+
+        See `shutdown` to drain them.
+        """
+        ServerLifecycle.stop(self)
+
+    def _on_accepted(self, sock: socket.socket, address: Any) -> None:
+        stream: IOStream
+        if self.ssl_options is None:
+            stream = self._stream_class(
+                sock,
+                max_buffer_size=self.max_buffer_size,
+                read_chunk_size=self.read_chunk_size,
+            )
+        else:
+            try:
+                sock = ssl_wrap_socket(
+                    sock,
+                    self.ssl_options,
+                    server_side=True,
+                    do_handshake_on_connect=False,
+                )
+            except OSError as exc:
+                sock.close()
+                if isinstance(exc, ssl.SSLError) or exc.errno in _WRAP_GONE:
+                    conn_log.debug(
+                        "%s: connection ended: %s", format_address(address), exc
+                    )
+                    return
+                raise
+            stream = TLSStream(
+                sock,
+                max_buffer_size=self.max_buffer_size,
+                read_chunk_size=self.read_chunk_size,
+            )
+        future = self.handle_stream(stream, address)
+        if future is not None:
+            IOLoop.current().add_future(gen.convert_yielded(future), _raise_result)
 
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
         """Serve one connection until it ends, then always close it."""
         stream = self._adopt(stream)
-        self._connections.add(stream)
+        self._track(stream)  # type: ignore[arg-type]
         try:
             if stream.socket.family in (socket.AF_INET, socket.AF_INET6):
                 stream.set_nodelay(True)
+            if isinstance(stream, SSLIOStream) and not await self._handshake(
+                stream, address
+            ):
+                return
             await self.serve_stream(stream, address)
             if isinstance(stream, HalfCloseIOStream):
                 await stream.finish(LINGER_TIMEOUT)
@@ -66,20 +143,38 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
             log_connection_error(address, exc)
         finally:
             stream.close()
-            self._connections.discard(stream)
+            self._untrack(stream)  # type: ignore[arg-type]
+
+    async def _handshake(self, stream: SSLIOStream, address: Any) -> bool:
+        timeout = self.limits.handshake_timeout or None
+        try:
+            async with asyncio.timeout(timeout):
+                await stream.wait_for_handshake()
+        except (StreamClosedError, ssl.SSLError, OSError, TimeoutError) as exc:
+            self._handshake_failures += 1
+            if isinstance(exc, TimeoutError):
+                reason = f"not finished within {timeout:g}s"
+            else:
+                reason = str(stream.error or exc) or "connection closed"
+            conn_log.debug(
+                "%s: TLS handshake failed: %s", format_address(address), reason
+            )
+            return False
+        return True
 
     async def serve_stream(self, stream: IOStream, address: Any) -> None:
         """Talk to one client; returning or raising ends the connection."""
         raise NotImplementedError()
 
+    def _count_lines(self, stream: IOStream, counts: LineCounts) -> None:
+        self._connections.count_lines_of(stream, counts)  # type: ignore[arg-type]
+
     def _adopt(self, stream: IOStream) -> IOStream:
-        # TCPServer builds a plain IOStream, which closes the socket at EOF.
-        # It has not touched the IOLoop yet, so a HalfCloseIOStream can take
-        # over its socket and keep it writable after the client's FIN.
-        # (SSLIOStream registers for its handshake at once, so TLS
-        # connections keep their stream, and their EOF is final.)
+        # A plain IOStream handed to handle_stream directly (our own accepts
+        # build the right class) closes the socket at EOF and counts nothing.
+        # It has not touched the IOLoop yet, so one of ours can take over.
         if type(stream) is IOStream:
-            return stream_class()(
+            return self._stream_class(
                 stream.socket,
                 max_buffer_size=self.max_buffer_size,
                 read_chunk_size=self.read_chunk_size,
@@ -138,6 +233,8 @@ class EchoServer(TrackedTCPServer):
     async def serve_stream(self, stream: IOStream, address: Any) -> None:
         """Echo ``stream`` until the protocol is finished (the hot path)."""
         protocol = self.protocol(format_address(address))
+        if hasattr(protocol, "lines"):
+            self._count_lines(stream, protocol)  # type: ignore[arg-type]
         chunk_size = self.read_chunk_size or DEFAULT_CHUNK_SIZE
         read = chunk_reader(stream)
         slice_end = time_slice_end()

@@ -1,0 +1,110 @@
+"""TLS for the stream servers: a server context with modern defaults, and a
+stream that counts its bytes and fails handshakes quietly.
+
+`server_context` is what ``tornado-echo --certfile ... --keyfile ...``
+builds; pass its result as ``ssl_options`` to `.EchoServer` or
+`.LineServer` (or as ``ssl_options`` to `.run`).
+
+A failed handshake is ordinary network weather: a port scanner, a client
+with the wrong CA, or someone typing plain text at the TLS port. Tornado's
+`.SSLIOStream` logs each one as a WARNING; `TLSStream` keeps that line out
+of the log, and the server logs one DEBUG line instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from collections.abc import Iterator
+
+from tornado.iostream import SSLIOStream
+from tornado.log import gen_log
+
+from tornado_echo.halfclose import CountingIOStream
+
+
+class TLSConfigError(ValueError):
+    """The certificate, key or CA file cannot be used (one readable sentence)."""
+
+
+def server_context(
+    certfile: str, keyfile: str | None = None, ca_certs: str | None = None
+) -> ssl.SSLContext:
+    """An `ssl.SSLContext` for a TLS server, with Python's modern defaults.
+
+    ``ssl.create_default_context(Purpose.CLIENT_AUTH)`` gives TLS 1.2 or
+    later and the default secure ciphers; we add the certificate chain
+    (``keyfile`` may be omitted if ``certfile`` holds the key too). With
+    ``ca_certs``, clients must present a certificate signed by one of those
+    CAs. Raises `TLSConfigError` with one sentence naming the bad file::
+
+        import tornado_echo
+        from tornado_echo.tls import server_context
+
+        tornado_echo.run(port=10443, ssl_options=server_context("cert.pem", "key.pem"))
+
+    .. versionadded:: 0.3.0
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except FileNotFoundError as exc:
+        raise TLSConfigError(f"no such file: {exc.filename or certfile}") from None
+    except (ssl.SSLError, OSError) as exc:
+        files = certfile if keyfile is None else f"{certfile} and {keyfile}"
+        raise TLSConfigError(
+            f"cannot load the certificate and key from {files}: {_reason(exc)}"
+        ) from None
+    if ca_certs is not None:
+        try:
+            context.load_verify_locations(cafile=ca_certs)
+        except FileNotFoundError:
+            raise TLSConfigError(f"no such file: {ca_certs}") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise TLSConfigError(
+                f"cannot load CA certificates from {ca_certs}: {_reason(exc)}"
+            ) from None
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason.lower().replace("_", " ")
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+class _DropHandshakeWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SSL Error on")
+
+
+_DROP = _DropHandshakeWarnings()
+
+
+@contextlib.contextmanager
+def _quiet_handshake() -> Iterator[None]:
+    # Only around the handshake step, which runs synchronously on the loop's
+    # thread: other warnings on tornado.general are untouched.
+    gen_log.addFilter(_DROP)
+    try:
+        yield
+    finally:
+        gen_log.removeFilter(_DROP)
+
+
+class TLSStream(CountingIOStream, SSLIOStream):
+    """The `.SSLIOStream` our servers use: it counts bytes, and a failed
+    handshake closes it without a WARNING (the error is the stream's
+    ``error``, for the server to log at DEBUG).
+
+    .. versionadded:: 0.3.0
+    """
+
+    __slots__ = ()
+
+    def _do_ssl_handshake(self) -> None:
+        with _quiet_handshake():
+            super()._do_ssl_handshake()
