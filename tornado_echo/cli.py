@@ -13,9 +13,17 @@ from tornado.log import enable_pretty_logging
 
 from tornado_echo import __version__
 from tornado_echo.echo import LONG_LINE_POLICIES, ByteEcho, LineEcho, ProtocolFactory
+from tornado_echo.limits import FD_RESERVE, Limits
 from tornado_echo.lines import DEFAULT_MAX_LINE_LENGTH
+from tornado_echo.listen import DEFAULT_UNIX_MODE
 from tornado_echo.loops import LOOPS, LoopUnavailableError
-from tornado_echo.runner import IMPLS, ListenError, make_server, run
+from tornado_echo.runner import IMPLS, ListenError, WorkersFailedError, make_server, run
+from tornado_echo.systemd import ActivationError
+from tornado_echo.tls import TLSConfigError, server_context
+
+_DEFAULT_PORT = 10000
+_DEFAULT_HOST = "127.0.0.1"
+_DEFAULTS = Limits()
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -37,6 +45,28 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not value >= 0:  # also rejects nan
         raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
+    return value
+
+
+def _file_mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an octal file mode (like 600 or 0660): {text!r}"
+        ) from None
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(f"file mode must be 0-777, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return value
 
 
@@ -67,14 +97,84 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tornado-echo",
         description="A TCP echo server (RFC 862) on Tornado.",
     )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    listen = parser.add_argument_group(
+        "where to listen",
+        "under systemd socket activation the inherited sockets are used instead",
     )
-    parser.add_argument(
+    listen.add_argument(
+        "--host",
+        action="append",
+        metavar="HOST",
+        help="address to bind; repeat for several; '' or :: means every "
+        f"interface, IPv4 and IPv6 (default: {_DEFAULT_HOST})",
+    )
+    listen.add_argument(
         "--port",
         type=_port,
-        default=10000,
-        help="TCP port; 0 picks a free one (default: %(default)s)",
+        help=f"TCP port; 0 picks a free one (default: {_DEFAULT_PORT})",
+    )
+    listen.add_argument(
+        "--unix",
+        metavar="PATH",
+        help="also listen on this unix socket (only there, without --host "
+        "or --port); removed on exit",
+    )
+    listen.add_argument(
+        "--unix-mode",
+        type=_file_mode,
+        default=DEFAULT_UNIX_MODE,
+        metavar="MODE",
+        help=f"file mode of the unix socket, in octal (default: {DEFAULT_UNIX_MODE:o})",
+    )
+    listen.add_argument(
+        "--processes",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the sockets; 0 = one per CPU "
+        "(default: %(default)s)",
+    )
+    tls = parser.add_argument_group("TLS", "serve TLS instead of plain TCP")
+    tls.add_argument("--certfile", metavar="PATH", help="certificate chain (PEM)")
+    tls.add_argument(
+        "--keyfile", metavar="PATH", help="private key (PEM), if not in --certfile"
+    )
+    tls.add_argument(
+        "--ca-certs",
+        metavar="PATH",
+        help="CA certificates (PEM); clients must present a certificate they signed",
+    )
+    limits = parser.add_argument_group("limits", "0 switches a timeout off")
+    limits.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        metavar="N",
+        help="at N open connections, stop accepting until one closes; new "
+        f"clients wait in the backlog (default: the open-file limit - {FD_RESERVE})",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=_DEFAULTS.idle_timeout,
+        metavar="SECONDS",
+        help="close a connection with no traffic either way for this long "
+        "(default: %(default)g)",
+    )
+    limits.add_argument(
+        "--write-timeout",
+        type=_seconds,
+        default=_DEFAULTS.write_timeout,
+        metavar="SECONDS",
+        help="close a connection whose client reads none of our pending data "
+        "for this long (default: %(default)g)",
+    )
+    limits.add_argument(
+        "--handshake-timeout",
+        type=_seconds,
+        default=_DEFAULTS.handshake_timeout,
+        metavar="SECONDS",
+        help="close a TLS connection whose handshake takes longer "
+        "(default: %(default)g)",
     )
     parser.add_argument(
         "--impl",
@@ -96,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, how long open connections may finish "
         "before they are closed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stats-interval",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="log the server's counters this often; 0 = only at shutdown "
+        "(default: %(default)g)",
     )
     parser.add_argument(
         "--log-level",
@@ -144,22 +252,55 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_line_length=args.max_line_length,
             on_long_line=args.on_long_line,
         )
+    if (args.keyfile or args.ca_certs) and not args.certfile:
+        parser.error("--keyfile and --ca-certs need --certfile")
+    if args.certfile and args.impl != "stream":
+        parser.error("TLS needs --impl stream")
+    # --unix alone listens only there; with --host or --port, on both.
+    tcp_wanted = args.unix is None or args.host is not None or args.port is not None
+    port = (_DEFAULT_PORT if args.port is None else args.port) if tcp_wanted else None
+    hosts = args.host if args.host is not None else [_DEFAULT_HOST]
+    limits = Limits(
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
+        write_timeout=args.write_timeout,
+        handshake_timeout=args.handshake_timeout,
+    )
     root = logging.getLogger()
     enable_pretty_logging(logger=root)
     root.setLevel(args.log_level.upper())
     try:
-        run(
-            args.port,
-            args.host,
-            server=functools.partial(make_server, args.impl, protocol),
-            shutdown_timeout=args.shutdown_timeout,
-            loop=args.loop,
+        ssl_options = (
+            server_context(args.certfile, args.keyfile, args.ca_certs)
+            if args.certfile
+            else None
         )
-    except ListenError as exc:
-        print(f"tornado-echo: {exc.strerror}", file=sys.stderr)
-        return 1
-    except LoopUnavailableError as exc:
-        print(f"tornado-echo: {exc}", file=sys.stderr)
+        run(
+            port,
+            hosts,
+            server=functools.partial(
+                make_server,
+                args.impl,
+                protocol,
+                limits=limits,
+                ssl_options=ssl_options,
+            ),
+            shutdown_timeout=args.shutdown_timeout,
+            unix=args.unix,
+            unix_mode=args.unix_mode,
+            stats_interval=args.stats_interval,
+            loop=args.loop,
+            processes=args.processes,
+        )
+    except (
+        ListenError,
+        LoopUnavailableError,
+        TLSConfigError,
+        ActivationError,
+        WorkersFailedError,
+    ) as exc:
+        message = exc.strerror if isinstance(exc, ListenError) else str(exc)
+        print(f"tornado-echo: {message}", file=sys.stderr)
         return 1
     return 0
 

@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import os
 import signal
 import socket
-from collections.abc import Callable, Sequence
-from typing import Literal, Protocol, TypeVar, cast
+import ssl
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, Protocol, TypedDict, TypeVar, Unpack, cast
 
-from tornado.netutil import bind_sockets
+from tornado.ioloop import PeriodicCallback
 
+from tornado_echo import systemd
 from tornado_echo.echo import ByteEcho, ProtocolFactory
 from tornado_echo.lifecycle import ShutdownResult
-from tornado_echo.logs import format_address
+from tornado_echo.limits import Limits
+from tornado_echo.listen import (
+    DEFAULT_UNIX_MODE,
+    ListenError,
+    bind,
+    describe,
+    listening,
+)
 from tornado_echo.loops import LoopName, run_with
+from tornado_echo.stats import ServerStats
+
+__all__ = [
+    "IMPLS",
+    "Impl",
+    "ListenError",
+    "ServeOptions",
+    "Server",
+    "WorkersFailedError",
+    "bind",
+    "make_server",
+    "run",
+    "serve",
+]
 
 log = logging.getLogger("tornado_echo")
 
@@ -25,13 +51,20 @@ IMPLS: tuple[Impl, ...] = ("stream", "compat")
 class Listener(Protocol):
     """Anything that serves on listening sockets, like a `.TCPServer`."""
 
-    def add_sockets(self, sockets: list[socket.socket]) -> None: ...
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None: ...
 
     def stop(self) -> None: ...
 
 
 class Server(Listener, Protocol):
     """What `serve` needs of a server: `.EchoServer` and `.RawEchoServer` fit."""
+
+    limits: Limits
+
+    @property
+    def stats(self) -> ServerStats: ...
+
+    def close_all(self) -> int: ...
 
     async def shutdown(self, timeout: float = ...) -> ShutdownResult: ...
 
@@ -52,48 +85,73 @@ def instantiate(spec: _L | Callable[[], _L]) -> _L:
     return cast(_L, spec)
 
 
-class ListenError(OSError):
-    """The server could not bind its address (port in use, unknown host, ...)."""
+class WorkersFailedError(RuntimeError):
+    """With several processes, a worker failed to stop cleanly, or kept crashing."""
 
 
-def make_server(impl: Impl = "stream", protocol: ProtocolFactory = ByteEcho) -> Server:
+def make_server(
+    impl: Impl = "stream",
+    protocol: ProtocolFactory = ByteEcho,
+    *,
+    limits: Limits | None = None,
+    ssl_options: ssl.SSLContext | None = None,
+) -> Server:
     """A new echo server of the named implementation (call inside a loop).
 
     ``protocol`` is what it echoes (`.ByteEcho` or `.LineEcho`), whichever
-    implementation runs it.
+    implementation runs it. TLS needs the ``"stream"`` implementation.
     """
     if impl == "stream":
         from tornado_echo.server import EchoServer
 
-        return EchoServer(protocol=protocol)
+        return EchoServer(protocol=protocol, limits=limits, ssl_options=ssl_options)
     if impl == "compat":
+        if ssl_options is not None:
+            raise ValueError("TLS needs the stream implementation, not compat")
         from tornado_echo.compat import RawEchoServer
 
-        return RawEchoServer(protocol=protocol)
+        return RawEchoServer(protocol=protocol, limits=limits)
     raise ValueError(f"impl must be one of {', '.join(IMPLS)}, not {impl!r}")
 
 
-def bind(port: int, host: str | None) -> list[socket.socket]:
-    """`.bind_sockets`, with failures turned into one readable `ListenError`."""
-    try:
-        return bind_sockets(port, host or None)
-    except (OSError, UnicodeError) as exc:
-        # UnicodeError: getaddrinfo's IDNA encoding rejects names like "a..b".
-        where = format_address((host or "*", port))
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        errno = getattr(exc, "errno", None)
-        raise ListenError(errno, f"cannot listen on {where}: {reason}") from exc
+class ServeOptions(TypedDict, total=False):
+    """The keyword arguments `serve` and `run` share (see `serve`)."""
+
+    impl: Impl
+    server: ServerSpec | None
+    shutdown_timeout: float
+    limits: Limits | None
+    ssl_options: ssl.SSLContext | None
+    unix: str | None
+    unix_mode: int
+    stats_interval: float
+
+
+Host = str | None
+
+
+def _hosts(host: Host | Sequence[str]) -> list[str | None]:
+    if host is None or isinstance(host, str):
+        return [host]
+    return list(host) or [None]
 
 
 async def serve(
-    port: int = 10000,
-    host: str | None = "127.0.0.1",
+    port: int | None = 10000,
+    host: Host | Sequence[str] = "127.0.0.1",
     *,
     impl: Impl = "stream",
     server: ServerSpec | None = None,
     shutdown_timeout: float = 10.0,
-    ready: Callable[[Sequence[tuple[str, int]]], None] | None = None,
+    limits: Limits | None = None,
+    ssl_options: ssl.SSLContext | None = None,
+    unix: str | None = None,
+    unix_mode: int = DEFAULT_UNIX_MODE,
+    stats_interval: float = 0.0,
+    sockets: Sequence[socket.socket] | None = None,
+    ready: Callable[[Sequence[Any]], None] | None = None,
     handle_signals: bool = True,
+    announce: bool = True,
 ) -> ShutdownResult:
     """Serve until SIGINT or SIGTERM (or cancellation), then shut down gracefully.
 
@@ -101,13 +159,27 @@ async def serve(
     ``server`` is a server instance, or a class or factory called with no
     arguments inside the running loop; without it, ``impl`` picks the echo
     implementation (``"stream"`` for `.EchoServer`, ``"compat"`` for
-    `.RawEchoServer`). ``port`` 0 picks a free port; the ``listening on``
-    log line and ``ready``, called with the bound ``(host, port)`` pairs,
-    show the real one.
+    `.RawEchoServer`).
 
-    On a signal it stops accepting, lets connections finish for up to
-    ``shutdown_timeout`` seconds, closes the rest, and returns the
-    `.ShutdownResult`. Raises `ListenError` if the address cannot be bound.
+    Where it listens: ``port`` on ``host``, which may be a list of hosts
+    (``""`` or ``"::"`` means every interface, IPv4 and IPv6); ``port`` 0
+    picks a free port and ``None`` means no TCP. ``unix`` adds a unix domain
+    socket with file mode ``unix_mode``; a stale socket file is replaced,
+    anything else at that path is an error, and the file is removed on exit.
+    ``sockets`` (already listening, e.g. from systemd) replaces all of that.
+    The ``listening on`` log lines and ``ready``, called with the bound
+    addresses, show the real ones. Raises `ListenError` if an address
+    cannot be bound.
+
+    ``limits`` (a `.Limits`) and ``ssl_options`` (an `ssl.SSLContext`, see
+    `.server_context`) are applied to the server. ``stats_interval`` > 0 logs
+    the server's `.ServerStats` that often.
+
+    On SIGINT or SIGTERM it stops accepting, lets connections finish for up
+    to ``shutdown_timeout`` seconds, closes the rest, logs a summary with
+    the stats, and returns the `.ShutdownResult`. A second SIGINT closes
+    every connection at once. Under systemd (``NOTIFY_SOCKET``), it sends
+    ``READY=1`` once listening and ``STOPPING=1`` when it starts to drain.
 
     ::
 
@@ -117,55 +189,118 @@ async def serve(
         asyncio.run(tornado_echo.serve(port=10000))
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.3.0
+       Several hosts, ``unix``, ``sockets``, ``limits``, ``ssl_options``,
+       ``stats_interval``; a second SIGINT closes every connection.
     """
     if shutdown_timeout < 0:
         raise ValueError(f"shutdown_timeout must be >= 0, not {shutdown_timeout!r}")
-    srv = make_server(impl) if server is None else instantiate(server)
-    sockets = bind(port, host)
-    srv.add_sockets(sockets)
-    bound = [(s.getsockname()[0], s.getsockname()[1]) for s in sockets]
+    if stats_interval < 0:
+        raise ValueError(f"stats_interval must be >= 0, not {stats_interval!r}")
+    with contextlib.ExitStack() as stack:
+        if sockets is None:
+            sockets = stack.enter_context(
+                listening(port, _hosts(host), unix, unix_mode)
+            )
+        srv = (
+            make_server(impl, limits=limits, ssl_options=ssl_options)
+            if server is None
+            else instantiate(server)
+        )
+        if server is not None:
+            if limits is not None:
+                srv.limits = limits
+            if ssl_options is not None:
+                if not hasattr(srv, "ssl_options"):
+                    raise ValueError(f"{type(srv).__name__} does not support TLS")
+                srv.ssl_options = ssl_options
+        return await _serve(
+            srv,
+            list(sockets),
+            shutdown_timeout=shutdown_timeout,
+            stats_interval=stats_interval,
+            ready=ready,
+            handle_signals=handle_signals,
+            announce=announce,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
 
+
+async def _serve(
+    srv: Server,
+    sockets: list[socket.socket],
+    *,
+    shutdown_timeout: float,
+    stats_interval: float,
+    ready: Callable[[Sequence[Any]], None] | None,
+    handle_signals: bool,
+    announce: bool,
+) -> ShutdownResult:
+    srv.add_sockets(sockets)
+    bound = [s.getsockname() for s in sockets]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stopping.is_set():
+            stopping.set()
+        elif sig == signal.SIGINT:
+            count = srv.close_all()
+            log.info("second interrupt: closed %d connection(s) at once", count)
+
     installed: list[signal.Signals] = []
     if handle_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, stopping.set)
+                loop.add_signal_handler(sig, on_signal, sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 # Not the main thread, or a platform without it: the caller
                 # stops us by cancelling instead.
                 continue
             installed.append(sig)
+    reporter: PeriodicCallback | None = None
+    if stats_interval > 0:
+        reporter = PeriodicCallback(
+            lambda: log.info("stats: %s", srv.stats.summary()), stats_interval * 1000
+        )
+        reporter.start()
     # Announced only now, so a signal sent on seeing this line drains.
-    for addr in bound:
-        log.info("listening on %s", format_address(addr))
+    if announce:
+        for sock in sockets:
+            log.info("listening on %s", describe(sock))
+    systemd.notify("READY=1")
     try:
         if ready is not None:
             ready(bound)
         await stopping.wait()
         srv.stop()
+        systemd.notify("STOPPING=1")
         log.info("shutting down (up to %gs to drain)", shutdown_timeout)
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        result = await srv.shutdown(shutdown_timeout)
+        if reporter is not None:
+            reporter.stop()
+        try:
+            result = await srv.shutdown(shutdown_timeout)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
         log.info(
-            "stopped: %d connection(s) drained, %d closed",
+            "stopped: %d connection(s) drained, %d closed; %s",
             result.drained,
             result.closed,
+            srv.stats.summary(),
         )
     return result
 
 
 def run(
-    port: int = 10000,
-    host: str | None = "127.0.0.1",
+    port: int | None = 10000,
+    host: Host | Sequence[str] = "127.0.0.1",
     *,
-    impl: Impl = "stream",
-    server: ServerSpec | None = None,
-    shutdown_timeout: float = 10.0,
     loop: LoopName = "asyncio",
+    processes: int = 1,
+    **options: Unpack[ServeOptions],
 ) -> ShutdownResult:
     """Run an echo server until SIGINT or SIGTERM; the blocking form of `serve`.
 
@@ -180,21 +315,97 @@ def run(
         if __name__ == "__main__":
             tornado_echo.run(port=10000)
 
-    ``loop="uvloop"`` runs on uvloop (``pip install 'tornado_echo[uvloop]'``);
-    `.LoopUnavailableError` says so if it is not installed.
+    The other keyword arguments are `serve`'s. In addition:
+
+    * Under systemd socket activation (``LISTEN_PID`` is this process and
+      ``LISTEN_FDS`` is set), it serves on the inherited sockets instead of
+      binding, and logs their ``FileDescriptorName=`` names.
+    * ``processes`` > 1 binds first, then forks that many workers (0: one
+      per CPU), each with its own event loop on the shared sockets, under a
+      parent that restarts a worker that crashes (at most 10 times a
+      minute). SIGTERM to the parent drains every worker; it returns once
+      all have stopped, with their results added up, and raises
+      `WorkersFailedError` if one did not stop cleanly. ``server`` must then
+      be a class or factory, not an instance.
+    * ``loop="uvloop"`` runs on uvloop (``pip install 'tornado_echo[uvloop]'``);
+      `.LoopUnavailableError` says so if it is not installed.
 
     .. versionadded:: 0.1.0
 
     .. versionchanged:: 0.3.0
-       The ``loop`` argument.
+       ``loop``, ``processes``, systemd socket activation, and `serve`'s
+       new options.
     """
-    return run_with(
-        loop,
-        serve(
-            port,
-            host,
-            impl=impl,
-            server=server,
-            shutdown_timeout=shutdown_timeout,
-        ),
-    )
+    activated = systemd.listen_fds()
+    for name, sock in activated:
+        log.info("using systemd socket %r: %s", name, describe(sock))
+    inherited = [sock for _, sock in activated] or None
+    if processes == 1:
+        return run_with(loop, serve(port, host, sockets=inherited, **options))
+
+    from tornado_echo.processes import resolve_count, supervise
+
+    count = resolve_count(processes)
+    server = options.get("server")
+    if (
+        server is not None
+        and hasattr(server, "add_sockets")
+        and not isinstance(server, type)
+    ):
+        raise ValueError("with several processes, pass a server class, not an instance")
+    with contextlib.ExitStack() as stack:
+        if inherited is None:
+            inherited = stack.enter_context(
+                listening(
+                    port,
+                    _hosts(host),
+                    options.get("unix"),
+                    options.get("unix_mode", DEFAULT_UNIX_MODE),
+                )
+            )
+        for sock in inherited:
+            log.info("listening on %s", describe(sock))
+        results_r, results_w = os.pipe()
+        stack.callback(os.close, results_r)
+        child_options: dict[str, Any] = dict(options)
+        child_options.pop("unix", None)
+
+        def worker(index: int) -> int:
+            os.close(results_r)
+            result = run_with(
+                loop,
+                serve(port, host, sockets=inherited, announce=False, **child_options),
+            )
+            # One short write, atomic on a pipe: the parent adds them up.
+            os.write(results_w, f"{result.drained} {result.closed}\n".encode())
+            return 0
+
+        shutdown_timeout = options.get("shutdown_timeout", 10.0)
+        try:
+            status = supervise(
+                count,
+                worker,
+                stop_timeout=shutdown_timeout + _WORKER_STOP_GRACE,
+                on_ready=functools.partial(_notify, "READY=1"),
+                on_stopping=functools.partial(_notify, "STOPPING=1"),
+            )
+        finally:
+            os.close(results_w)
+        drained = closed = 0
+        with os.fdopen(os.dup(results_r), "rb") as results:
+            for line in results.read().split(b"\n"):
+                if line.strip():
+                    d, c = line.split()
+                    drained, closed = drained + int(d), closed + int(c)
+    if status != 0:
+        raise WorkersFailedError("a worker did not stop cleanly (see the log above)")
+    return ShutdownResult(drained=drained, closed=closed)
+
+
+def _notify(state: str) -> None:
+    systemd.notify(state)
+
+
+# How long past its own drain deadline a worker may take before the parent
+# kills it: time to close connections and flush its last log lines.
+_WORKER_STOP_GRACE = 5.0

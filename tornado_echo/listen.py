@@ -1,0 +1,170 @@
+"""Listening sockets: TCP on one or more hosts, and unix domain sockets.
+
+Binding happens before the event loop starts (and, with several processes,
+before the workers fork), so every failure a user can cause (a port in use,
+an unknown host, a path that is not ours) becomes one `ListenError` whose
+message says what went wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from collections.abc import Iterator, Sequence
+
+from tornado.netutil import bind_sockets
+
+from tornado_echo.logs import format_address
+
+#: The unix socket file mode when none is given: only our own user may
+#: connect (`tornado.netutil.bind_unix_socket` uses the same default).
+DEFAULT_UNIX_MODE = 0o600
+
+# Hosts that mean "every interface, IPv4 and IPv6".
+_ANY = frozenset({"", "::", "*"})
+
+
+class ListenError(OSError):
+    """The server could not bind its address (port in use, unknown host, ...)."""
+
+
+def bind(port: int, host: str | None) -> list[socket.socket]:
+    """`.bind_sockets`, with failures turned into one readable `ListenError`.
+
+    ``host`` ``None``, ``""``, ``"::"`` or ``"*"`` listens on every interface,
+    IPv4 and IPv6 alike (one socket per family).
+    """
+    if host in _ANY:
+        host = None
+    try:
+        return bind_sockets(port, host)
+    except (OSError, UnicodeError) as exc:
+        # UnicodeError: getaddrinfo's IDNA encoding rejects names like "a..b".
+        where = format_address((host or "*", port))
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ListenError(
+            getattr(exc, "errno", None), f"cannot listen on {where}: {reason}"
+        ) from exc
+
+
+def bind_tcp(port: int, hosts: Sequence[str | None]) -> list[socket.socket]:
+    """Listening sockets for ``port`` on each of ``hosts``.
+
+    With port 0, the first host picks a free port and the others use the
+    same one, so a client can reach the server at one port everywhere.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for host in hosts:
+            bound = bind(port, host)
+            sockets += bound
+            if port == 0 and bound:
+                port = bound[0].getsockname()[1]
+    except ListenError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def bind_unix(
+    path: str, mode: int = DEFAULT_UNIX_MODE, backlog: int = 128
+) -> socket.socket:
+    """A listening unix domain socket at ``path``, with file mode ``mode``.
+
+    A stale socket file left by a server that died is replaced; anything
+    else at ``path`` (a regular file, a directory, or a socket another
+    server is listening on) is left alone and raises `ListenError`.
+    """
+    _remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The umask covers the moment between bind and chmod, when the file
+    # would otherwise exist with wider permissions than asked for.
+    old_umask = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(
+            exc.errno, f"cannot listen on {path}: {exc.strerror}"
+        ) from exc
+    finally:
+        os.umask(old_umask)
+    return sock
+
+
+def _remove_stale_socket(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ListenError(
+            exc.errno, f"cannot listen on {path}: {exc.strerror}"
+        ) from exc
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ListenError(
+            errno.EEXIST,
+            f"cannot listen on {path}: it exists and is not a socket; "
+            "remove it or choose another path",
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # nobody listens: a leftover of a dead server
+        return
+    except OSError as exc:
+        raise ListenError(
+            exc.errno, f"cannot listen on {path}: {exc.strerror}"
+        ) from exc
+    finally:
+        probe.close()
+    raise ListenError(
+        errno.EADDRINUSE,
+        f"cannot listen on {path}: another server is listening there",
+    )
+
+
+@contextlib.contextmanager
+def listening(
+    port: int | None,
+    hosts: Sequence[str | None],
+    unix: str | None = None,
+    unix_mode: int = DEFAULT_UNIX_MODE,
+) -> Iterator[list[socket.socket]]:
+    """Bind everything asked for; on exit, close it and remove our socket file.
+
+    ``port`` ``None`` means no TCP. The unix socket file is removed only if
+    it is still the one we created (same device and inode), never a file
+    someone put there since.
+    """
+    sockets = bind_tcp(port, hosts) if port is not None else []
+    ours: tuple[int, int] | None = None
+    try:
+        if unix is not None:
+            sockets.append(bind_unix(unix, unix_mode))
+            st = os.stat(unix)
+            ours = (st.st_dev, st.st_ino)
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+        if unix is not None and ours is not None:
+            with contextlib.suppress(OSError):
+                st = os.lstat(unix)
+                if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == ours:
+                    os.unlink(unix)
+
+
+def describe(sock: socket.socket) -> str:
+    """Where ``sock`` listens, for the ``listening on`` log line."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return format_address(name) if name else "unix (unnamed)"
+    return format_address(name)
