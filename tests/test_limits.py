@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tornado.testing import ExpectLog
-
 from clients import HOST, TIMEOUT, connect, roundtrip, wait_closed_by_server
 from conftest import Start
+from tornado.testing import ExpectLog
+
 from tornado_echo import LineConnection, LineServer
 from tornado_echo.compat import RawEchoServer
 from tornado_echo.echo import LineEcho
