@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 #: How long a child may take to start, stop or answer before a test fails.
 TIMEOUT = 10.0
@@ -33,7 +33,13 @@ LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 class ServerProcess:
     """A server subprocess whose stderr lines are collected as they arrive."""
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], object] | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.proc = subprocess.Popen(
             self.argv,
@@ -42,6 +48,8 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",
+            env=env,
+            preexec_fn=preexec_fn,  # noqa: PLW1509 - only setrlimit, before exec
         )
         self.lines: list[str] = []
         self._new: queue.Queue[str | None] = queue.Queue()

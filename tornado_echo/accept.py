@@ -113,6 +113,14 @@ class Acceptor:
             try:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
+                if self._failed_attempts:
+                    # The backlog is empty: the episode is over. Not before:
+                    # catching up on it may well run out of fds once more.
+                    conn_log.info(
+                        "accepting again after %d failed attempt(s)",
+                        self._failed_attempts,
+                    )
+                    self._failed_attempts = 0
                 return
             except ConnectionAbortedError:
                 continue  # the client gave up while waiting in the backlog
@@ -122,12 +130,7 @@ class Acceptor:
                 else:
                     log_connection_error(listener.getsockname(), exc)
                 return
-            if self._failed_attempts:
-                conn_log.info(
-                    "accepting again after %d failed attempt(s)", self._failed_attempts
-                )
-                self._failed_attempts = 0
-                self._backoff = _FIRST_BACKOFF
+            self._backoff = _FIRST_BACKOFF
             try:
                 self._on_connection(sock, address)
             except Exception as exc:  # noqa: BLE001 - one bad socket must not stop accepts

@@ -252,10 +252,13 @@ class _Supervisor:
 
     def _exited(self, index: int, pid: int, code: int) -> None:
         if self._stopping:
-            if code != 0:
+            # Killed by our own SIGTERM is a clean stop too: a worker still
+            # starting up, before its handlers, had nothing to drain.
+            clean = code in (0, -signal.SIGTERM) and not self._killed
+            if not clean:
                 self._status = 1
             # After stop_timeout's SIGKILL the warning has already been said.
-            expected = code == 0 or self._killed
+            expected = clean or self._killed
             level = logging.DEBUG if expected else logging.WARNING
             log.log(level, "worker %d (pid %d) %s", index, pid, _describe(code))
             return

@@ -1,0 +1,377 @@
+"""Operating the ``tornado-echo`` command: fd exhaustion, listen addresses,
+unix sockets, signals, stats, several processes and systemd, each through a
+real subprocess and real loopback or unix sockets, with every wait bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from _proc import (
+    TIMEOUT,
+    ServerProcess,
+    connect,
+    echo_once,
+    exchange,
+    run,
+    running_server,
+)
+from test_cli import assert_one_line_error, module_command
+
+LINE_ECHO_SCRIPT = """
+import sys
+from tornado.log import enable_pretty_logging
+import tornado_echo
+from tornado_echo.limits import Limits
+
+class LineEcho(tornado_echo.LineServer):
+    async def handle_line(self, conn, line):
+        return line
+
+enable_pretty_logging()
+tornado_echo.run(0, limits=Limits(max_connections=int(sys.argv[1])), server=LineEcho)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s"
+        time.sleep(0.02)
+
+
+def low_fd_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+
+@pytest.mark.parametrize("kind", ["stream", "compat", "lineserver"])
+def test_running_out_of_fds_backs_off_quietly_and_recovers(
+    kind: str, tmp_path: Path
+) -> None:
+    if kind == "lineserver":
+        script = tmp_path / "line_echo.py"
+        script.write_text(LINE_ECHO_SCRIPT)
+        argv = [sys.executable, str(script), "1000"]
+    else:
+        # A cap above the fd limit, so accept() itself runs out.
+        argv = module_command(
+            "--port", "0", "--impl", kind, "--max-connections", "1000"
+        )
+    server = ServerProcess(argv, preexec_fn=low_fd_limit)
+    clients: list[socket.socket] = []
+    try:
+        port = server.wait_listening()
+        for _ in range(120):
+            clients.append(connect(port))
+        server.wait_for_line("cannot accept on .*Too many open files")
+        # A spinning server burns a core; one that backs off stays idle.
+        start_cpu, start = cpu_seconds(server.proc.pid), time.monotonic()
+        time.sleep(3)
+        busy = (cpu_seconds(server.proc.pid) - start_cpu) / (time.monotonic() - start)
+        assert busy < 0.25, f"the server used {busy:.0%} of a core while out of fds"
+        for sock in clients:
+            sock.close()
+        clients.clear()
+        server.wait_for_line("accepting again after")
+        assert echo_once(port, b"recovered\n") == b"recovered\n"
+        assert server.stop() == 0
+        stderr = server.stderr()
+    finally:
+        for sock in clients:
+            sock.close()
+        server.close()
+    assert "Traceback" not in stderr
+    assert stderr.count("cannot accept") == 1, stderr
+    assert len(stderr.splitlines()) < 20, stderr
+
+
+def test_the_default_connection_cap_stays_below_the_fd_limit() -> None:
+    # RLIMIT_NOFILE 64 gives a default cap of 32: accept never runs out.
+    server = ServerProcess(module_command("--port", "0"), preexec_fn=low_fd_limit)
+    clients: list[socket.socket] = []
+    try:
+        port = server.wait_listening()
+        for _ in range(40):
+            clients.append(connect(port))
+        server.wait_for_line(r"connection limit reached \(32 open\)")
+        # The backlog is served in order: freeing one slot lets the 33rd in.
+        clients.pop(0).close()
+        assert exchange(clients[31], b"waited") == b"waited"
+        for sock in clients:
+            sock.close()
+        clients.clear()
+        assert server.stop() == 0
+        stderr = server.stderr()
+    finally:
+        for sock in clients:
+            sock.close()
+        server.close()
+    assert "cannot accept" not in stderr
+    assert "below the connection limit" in stderr
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+def test_repeated_host_listens_on_each_address_at_one_port() -> None:
+    argv = module_command("--port", "0", "--host", "127.0.0.1", "--host", "::1")
+    with running_server(argv) as (server, port):
+        server.wait_for_line(rf"listening on \[::1\]:{port}")
+        assert echo_once(port, b"v4") == b"v4"
+        with socket.create_connection(("::1", port), timeout=TIMEOUT) as sock:
+            assert exchange(sock, b"v6") == b"v6"
+        assert server.stop() == 0
+
+
+def test_bad_listen_options_are_usage_errors() -> None:
+    for args, needle in (
+        (["--unix-mode", "9"], "octal"),
+        (["--max-connections", "0"], "at least 1"),
+        (["--processes", "-1"], "0 or more"),
+        (["--idle-timeout", "-1"], "0 or more"),
+        (["--stats-interval", "soon"], "not a number"),
+    ):
+        result = run(module_command(*args))
+        assert result.returncode == 2, (args, result.stderr)
+        assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+@contextlib.contextmanager
+def unix_server(path: Path, *args: str) -> Iterator[ServerProcess]:
+    server = ServerProcess(module_command("--unix", str(path), *args))
+    try:
+        server.wait_for_line(f"listening on {re.escape(str(path))}")
+        yield server
+    finally:
+        server.close()
+
+
+def unix_echo(path: Path, payload: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(str(path))
+        echoed = exchange(sock, payload)
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1) == b""
+    return echoed
+
+
+@pytest.mark.parametrize("impl", ["stream", "compat"])
+def test_unix_socket_echoes_with_its_mode_and_is_removed_on_exit(
+    impl: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "echo.sock"
+    with unix_server(path, "--impl", impl, "--unix-mode", "640") as server:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        assert unix_echo(path, b"over unix" * 1000) == b"over unix" * 1000
+        # --unix alone: no TCP listener.
+        assert not any("127.0.0.1" in line for line in server.lines)
+        assert server.stop() == 0
+    assert not path.exists()
+
+
+def test_unix_with_port_listens_on_both(tmp_path: Path) -> None:
+    path = tmp_path / "echo.sock"
+    argv = module_command("--unix", str(path), "--port", "0")
+    with running_server(argv) as (server, port):
+        assert echo_once(port, b"tcp") == b"tcp"
+        assert unix_echo(path, b"unix") == b"unix"
+        assert server.stop() == 0
+    assert not path.exists()
+
+
+def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "echo.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays, and nobody listens on it
+    with unix_server(path) as server:
+        assert unix_echo(path, b"fresh") == b"fresh"
+        assert server.stop() == 0
+
+
+def test_a_path_that_is_not_a_socket_is_never_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "precious.txt"
+    path.write_text("keep me")
+    result = run(module_command("--unix", str(path)))
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, str(path), "not a socket")
+    assert path.read_text() == "keep me"
+
+
+def test_a_socket_another_server_listens_on_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "echo.sock"
+    with unix_server(path) as first:
+        result = run(module_command("--unix", str(path)))
+        assert result.returncode == 1
+        assert_one_line_error(result.stderr, "another server is listening")
+        assert unix_echo(path, b"still mine") == b"still mine"
+        assert first.stop() == 0
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("impl", ["stream", "compat"])
+def test_a_second_sigint_closes_every_connection_at_once(impl: str) -> None:
+    argv = module_command("--port", "0", "--impl", impl, "--shutdown-timeout", "60")
+    with running_server(argv) as (server, port), connect(port) as client:
+        assert exchange(client, b"hold on") == b"hold on"
+        server.proc.send_signal(signal.SIGINT)
+        server.wait_for_line("shutting down")
+        # Draining: the open connection still echoes.
+        assert exchange(client, b"still") == b"still"
+        server.proc.send_signal(signal.SIGINT)
+        assert server.wait(timeout=5) == 0
+        stderr = server.stderr()
+        assert client.recv(1) == b""
+    assert "second interrupt: closed 1 connection(s) at once" in stderr
+    assert re.search(r"stopped: 0 connection\(s\) drained, 1 closed", stderr)
+    assert "Traceback" not in stderr
+
+
+def test_stats_are_logged_periodically_and_at_shutdown() -> None:
+    argv = module_command("--port", "0", "--lines", "--stats-interval", "0.2")
+    with running_server(argv) as (server, port):
+        assert echo_once(port, b"one\ntwo\n") == b"one\ntwo\n"
+        server.wait_for_line(
+            r"stats: connections 0 open, 1 total.*bytes 8 in, 8 out; lines 2"
+        )
+        assert server.stop() == 0
+        stderr = server.stderr()
+    last = stderr.splitlines()[-1]
+    assert "stopped:" in last and "1 total" in last and "lines 2" in last
+
+
+WORKER = re.compile(r"worker (\d+) started \(pid (\d+)\)")
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def answered_by_the_other(port: int, stopped: int) -> None:
+    """With worker ``stopped`` frozen, the echo still works: another serves."""
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        assert echo_once(port, b"who?") == b"who?"
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+
+
+def test_processes_share_the_port_restart_crashes_and_leave_no_orphan() -> None:
+    argv = module_command("--port", "0", "--processes", "2")
+    with running_server(argv) as (server, port):
+        pids: dict[int, int] = {}
+        while len(pids) < 2:
+            match = server.wait_for_line(WORKER)
+            pids[int(match.group(1))] = int(match.group(2))
+        first, second = pids[0], pids[1]
+        # Each worker serves while the other is frozen.
+        answered_by_the_other(port, first)
+        answered_by_the_other(port, second)
+        os.kill(first, signal.SIGKILL)
+        match = server.wait_for_line(WORKER)
+        assert match.group(1) == "0"
+        replacement = int(match.group(2))
+        assert replacement != first
+        answered_by_the_other(port, second)
+        assert server.stop(signal.SIGTERM) == 0
+        stderr = server.stderr()
+    wait_for(lambda: not any(alive(pid) for pid in (first, second, replacement)))
+    assert "Traceback" not in stderr
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = str(tmp_path / "notify")
+    sock.bind(path)
+    sock.settimeout(TIMEOUT)
+    try:
+        yield sock, path
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_systemd_readiness_is_notified(
+    processes: str, notify_socket: tuple[socket.socket, str]
+) -> None:
+    sock, path = notify_socket
+    env = {**os.environ, "NOTIFY_SOCKET": path}
+    argv = module_command("--port", "0", "--processes", processes)
+    server = ServerProcess(argv, env=env)
+    try:
+        port = server.wait_listening()
+        assert sock.recv(4096) == b"READY=1"
+        assert echo_once(port, b"ready") == b"ready"
+        assert server.stop() == 0
+        assert sock.recv(4096) == b"STOPPING=1"
+        sock.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            sock.recv(4096)  # and only from the parent, not from a worker
+    finally:
+        server.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None,
+    reason="systemd-socket-activate (Debian package systemd) is not installed",
+)
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_socket_activation_serves_on_the_inherited_socket(processes: str) -> None:
+    port = free_port()
+    env_args = [f"-E{name}" for name in ("PYTHONPATH",) if name in os.environ]
+    argv = [
+        "systemd-socket-activate",
+        f"--listen=127.0.0.1:{port}",
+        "--fdname=echo",
+        *env_args,
+        *module_command("--port", "1", "--processes", processes),
+    ]
+    server = ServerProcess(argv)
+    try:
+        server.wait_for_line("Listening on")
+        # systemd-socket-activate starts the server on the first connection.
+        assert echo_once(port, b"activated") == b"activated"
+        server.wait_for_line(rf"using systemd socket 'echo': 127\.0\.0\.1:{port}")
+        assert server.stop() == 0
+        stderr = server.stderr()
+    finally:
+        server.close()
+    # --port 1 was ignored: nothing tried to bind it.
+    assert "cannot listen" not in stderr
