@@ -9,8 +9,10 @@ a test), and waits for the ``listening on 127.0.0.1:PORT`` log line;
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +20,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+
+import pytest
 
 #: How long a child may take to start, stop or answer before a test fails.
 TIMEOUT = 10.0
@@ -188,4 +192,19 @@ def run(
         errors="replace",
         timeout=timeout,
         check=False,
+    )
+
+
+def needs_tool(name: str, package: str) -> pytest.MarkDecorator:
+    """Skip unless the command ``name`` is installed, except in CI.
+
+    ``.ci/run`` installs the Debian ``package`` and sets
+    ``TORNADO_ECHO_REQUIRE_TOOLS``: there a missing tool must fail the test,
+    never skip it silently.
+    """
+    missing = shutil.which(name) is None and not os.environ.get(
+        "TORNADO_ECHO_REQUIRE_TOOLS"
+    )
+    return pytest.mark.skipif(
+        missing, reason=f"{name} is not installed (Debian package: {package})"
     )

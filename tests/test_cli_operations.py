@@ -9,7 +9,6 @@ import contextlib
 import os
 import re
 import resource
-import shutil
 import signal
 import socket
 import stat
@@ -25,6 +24,7 @@ from _proc import (
     connect,
     echo_once,
     exchange,
+    needs_tool,
     run,
     running_server,
 )
@@ -348,10 +348,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-socket-activate") is None,
-    reason="systemd-socket-activate (Debian package systemd) is not installed",
-)
+@needs_tool("systemd-socket-activate", "systemd")
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_socket_activation_serves_on_the_inherited_socket(processes: str) -> None:
     port = free_port()

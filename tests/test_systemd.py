@@ -25,17 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _proc import PYTHON, TIMEOUT, ServerProcess
+from _proc import PYTHON, TIMEOUT, ServerProcess, needs_tool
 
 import tornado_echo
 from tornado_echo.systemd import ActivationError, listen_fds, notify
 
 ACTIVATOR = shutil.which("systemd-socket-activate")
 
-needs_activator = pytest.mark.skipif(
-    ACTIVATOR is None,
-    reason="systemd-socket-activate is not installed (Debian package: systemd)",
-)
+needs_activator = needs_tool("systemd-socket-activate", "systemd")
 
 #: Where the child imports tornado_echo from: the tree under test.
 SOURCE_ROOT = str(Path(tornado_echo.__file__).resolve().parent.parent)
