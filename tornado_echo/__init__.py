@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tornado_echo.lifecycle import ShutdownResult
+    from tornado_echo.limits import Limits
     from tornado_echo.lineserver import IncompleteReadError, LineConnection, LineServer
     from tornado_echo.loops import LoopUnavailableError
     from tornado_echo.runner import ListenError, run, serve
     from tornado_echo.server import EchoServer
+    from tornado_echo.stats import ServerStats
 
 __version__ = "0.2.0"
 
@@ -29,8 +31,10 @@ _EXPORTS = {
     "IncompleteReadError": "tornado_echo.lineserver",
     "LineConnection": "tornado_echo.lineserver",
     "LineServer": "tornado_echo.lineserver",
+    "Limits": "tornado_echo.limits",
     "ListenError": "tornado_echo.runner",
     "LoopUnavailableError": "tornado_echo.loops",
+    "ServerStats": "tornado_echo.stats",
     "ShutdownResult": "tornado_echo.lifecycle",
     "run": "tornado_echo.runner",
     "serve": "tornado_echo.runner",
@@ -41,8 +45,10 @@ __all__ = [
     "IncompleteReadError",
     "LineConnection",
     "LineServer",
+    "Limits",
     "ListenError",
     "LoopUnavailableError",
+    "ServerStats",
     "ShutdownResult",
     "__version__",
     "run",
