@@ -1,21 +1,19 @@
-"""Standard `TCPServer` usage keeps working: listen, stop, unix sockets, TLS."""
+"""Standard `TCPServer` usage keeps working: listen, stop, unix sockets.
+
+TLS (``ssl_options``) is tested in ``test_tls.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import socket
-import ssl
 from pathlib import Path
 
 import pytest
-from clients import HOST, TIMEOUT, connect, wait_closed_by_server
+from clients import HOST, TIMEOUT, connect
 from conftest import IMPLS
 from tornado.netutil import bind_sockets, bind_unix_socket
-from tornado.testing import ExpectLog, bind_unused_port
-
-from tornado_echo.server import EchoServer
+from tornado.testing import bind_unused_port
 
 
 def _free_port() -> int:
@@ -83,63 +81,5 @@ async def test_other_address_families(impl: str, family: str, tmp_path: Path) ->
             writer.write_eof()
             assert await reader.read() == b"over " + family.encode()
             writer.close()
-    finally:
-        await server.shutdown(timeout=0)
-
-
-@pytest.fixture
-def certificate() -> tuple[str, str]:
-    """A self-signed test certificate for 127.0.0.1, valid until 2126.
-
-    Checked in, like Tornado's own test certificate, so the tests need no
-    ``openssl`` command; it protects nothing.
-    """
-    folder = Path(__file__).parent / "tls"
-    return str(folder / "cert.pem"), str(folder / "key.pem")
-
-
-async def test_ssl_options_give_a_tls_echo(certificate: tuple[str, str]) -> None:
-    cert, key = certificate
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
-    client_ctx = ssl.create_default_context(cafile=cert)
-    server = EchoServer(ssl_options=server_ctx)
-    sock, port = bind_unused_port()
-    server.add_sockets([sock])
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            reader, writer = await asyncio.open_connection(HOST, port, ssl=client_ctx)
-            payload = os.urandom(300_000)
-            writer.write(payload)
-            assert await reader.readexactly(len(payload)) == payload
-            writer.close()
-    finally:
-        await server.shutdown(timeout=0)
-
-
-async def test_plain_echo_still_works_after_a_failed_tls_handshake(
-    certificate: tuple[str, str],
-) -> None:
-    cert, key = certificate
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
-    server = EchoServer(ssl_options=server_ctx)
-    sock, port = bind_unused_port()
-    server.add_sockets([sock])
-    try:
-        # A plaintext client talking to the TLS port: its connection fails,
-        # nothing else does.
-        with ExpectLog("tornado.general", "SSL Error", level=logging.WARNING):
-            reader, writer = await connect(port)
-            writer.write(b"GET / HTTP/1.0\r\n\r\n")
-            async with asyncio.timeout(TIMEOUT):
-                assert await wait_closed_by_server(reader) == b""
-            writer.close()
-        async with asyncio.timeout(TIMEOUT):
-            client_ctx = ssl.create_default_context(cafile=cert)
-            r2, w2 = await asyncio.open_connection(HOST, port, ssl=client_ctx)
-            w2.write(b"fine")
-            assert await r2.readexactly(4) == b"fine"
-            w2.close()
     finally:
         await server.shutdown(timeout=0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import Iterator
 
@@ -46,12 +47,14 @@ def server_context(
 
     .. versionadded:: 0.3.0
     """
+    # load_cert_chain's FileNotFoundError does not say which file is missing.
+    for path in (certfile, keyfile, ca_certs):
+        if path is not None and not os.path.isfile(path):
+            raise TLSConfigError(f"no such file: {path}")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(certfile, keyfile)
-    except FileNotFoundError as exc:
-        raise TLSConfigError(f"no such file: {exc.filename or certfile}") from None
     except (ssl.SSLError, OSError) as exc:
         files = certfile if keyfile is None else f"{certfile} and {keyfile}"
         raise TLSConfigError(
@@ -60,19 +63,29 @@ def server_context(
     if ca_certs is not None:
         try:
             context.load_verify_locations(cafile=ca_certs)
-        except FileNotFoundError:
-            raise TLSConfigError(f"no such file: {ca_certs}") from None
         except (ssl.SSLError, OSError) as exc:
+            reason = (
+                "no PEM certificates in it"
+                if isinstance(exc, ssl.SSLError)
+                else _reason(exc)
+            )
             raise TLSConfigError(
-                f"cannot load CA certificates from {ca_certs}: {_reason(exc)}"
+                f"cannot load CA certificates from {ca_certs}: {reason}"
             ) from None
         context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return exc.reason.lower().replace("_", " ")
+    if isinstance(exc, ssl.SSLError):
+        reason = (exc.reason or "").upper()
+        if "MISMATCH" in reason:
+            return "the private key does not match the certificate"
+        # OpenSSL's "PEM lib" says only that parsing failed; the causes a
+        # user can fix are these.
+        return (
+            "not a PEM certificate chain and private key (is the key in another file?)"
+        )
     return getattr(exc, "strerror", None) or str(exc)
 
 
