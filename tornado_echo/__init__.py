@@ -43,9 +43,9 @@ _EXPORTS = {
 __all__ = [
     "EchoServer",
     "IncompleteReadError",
+    "Limits",
     "LineConnection",
     "LineServer",
-    "Limits",
     "ListenError",
     "LoopUnavailableError",
     "ServerStats",
