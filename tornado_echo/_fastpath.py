@@ -129,8 +129,9 @@ class FastPathIOStream(HalfCloseIOStream):
             self.peer_closed = True
             self.close()
             return True
-        self._drained = len(data) < size
-        self.bytes_in += len(data)
+        count = len(data)
+        self._drained = count < size
+        self.bytes_in += count
         future = self._read_future
         self._read_future = None
         assert future is not None

@@ -141,11 +141,6 @@ class HalfCloseIOStream(CountingIOStream):
         else:
             super().close_fd()
 
-    def writing(self) -> bool:
-        if self._write_side is not None:
-            return self._write_side.writing()
-        return super().writing()
-
     def write(self, data: bytes | memoryview) -> Future[None]:
         if self._write_side is not None:
             # Counted when queued: the write side is a plain IOStream.
