@@ -62,6 +62,27 @@ def low_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 
 
+@contextlib.contextmanager
+def fd_limited(
+    argv: list[str],
+) -> Iterator[tuple[ServerProcess, int, list[socket.socket]]]:
+    """A server with RLIMIT_NOFILE at 64, its port, and a list for clients."""
+    server = ServerProcess(argv, preexec_fn=low_fd_limit)
+    clients: list[socket.socket] = []
+    try:
+        yield server, server.wait_listening(), clients
+    finally:
+        for sock in clients:
+            sock.close()
+        server.close()
+
+
+def close_all(clients: list[socket.socket]) -> None:
+    for sock in clients:
+        sock.close()
+    clients.clear()
+
+
 @pytest.mark.parametrize("kind", ["stream", "compat", "lineserver"])
 def test_running_out_of_fds_backs_off_quietly_and_recovers(
     kind: str, tmp_path: Path
@@ -75,29 +96,19 @@ def test_running_out_of_fds_backs_off_quietly_and_recovers(
         argv = module_command(
             "--port", "0", "--impl", kind, "--max-connections", "1000"
         )
-    server = ServerProcess(argv, preexec_fn=low_fd_limit)
-    clients: list[socket.socket] = []
-    try:
-        port = server.wait_listening()
-        for _ in range(120):
-            clients.append(connect(port))
+    with fd_limited(argv) as (server, port, clients):
+        clients += [connect(port) for _ in range(120)]
         server.wait_for_line("cannot accept on .*Too many open files")
         # A spinning server burns a core; one that backs off stays idle.
         start_cpu, start = cpu_seconds(server.proc.pid), time.monotonic()
         time.sleep(3)
         busy = (cpu_seconds(server.proc.pid) - start_cpu) / (time.monotonic() - start)
         assert busy < 0.25, f"the server used {busy:.0%} of a core while out of fds"
-        for sock in clients:
-            sock.close()
-        clients.clear()
+        close_all(clients)
         server.wait_for_line("accepting again after")
         assert echo_once(port, b"recovered\n") == b"recovered\n"
         assert server.stop() == 0
         stderr = server.stderr()
-    finally:
-        for sock in clients:
-            sock.close()
-        server.close()
     assert "Traceback" not in stderr
     assert stderr.count("cannot accept") == 1, stderr
     assert len(stderr.splitlines()) < 20, stderr
@@ -105,25 +116,15 @@ def test_running_out_of_fds_backs_off_quietly_and_recovers(
 
 def test_the_default_connection_cap_stays_below_the_fd_limit() -> None:
     # RLIMIT_NOFILE 64 gives a default cap of 32: accept never runs out.
-    server = ServerProcess(module_command("--port", "0"), preexec_fn=low_fd_limit)
-    clients: list[socket.socket] = []
-    try:
-        port = server.wait_listening()
-        for _ in range(40):
-            clients.append(connect(port))
+    with fd_limited(module_command("--port", "0")) as (server, port, clients):
+        clients += [connect(port) for _ in range(40)]
         server.wait_for_line(r"connection limit reached \(32 open\)")
         # The backlog is served in order: freeing one slot lets the 33rd in.
         clients.pop(0).close()
         assert exchange(clients[31], b"waited") == b"waited"
-        for sock in clients:
-            sock.close()
-        clients.clear()
+        close_all(clients)
         assert server.stop() == 0
         stderr = server.stderr()
-    finally:
-        for sock in clients:
-            sock.close()
-        server.close()
     assert "cannot accept" not in stderr
     assert "below the connection limit" in stderr
 

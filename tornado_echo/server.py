@@ -142,25 +142,29 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
         except Exception as exc:  # noqa: BLE001 - logged; others keep being served
             log_connection_error(address, exc)
         finally:
-            stream.close()
-            self._untrack(stream)  # type: ignore[arg-type]
+            try:
+                stream.close()
+            finally:
+                self._untrack(stream)  # type: ignore[arg-type]
 
     async def _handshake(self, stream: SSLIOStream, address: Any) -> bool:
         timeout = self.limits.handshake_timeout or None
-        try:
-            async with asyncio.timeout(timeout):
-                await stream.wait_for_handshake()
-        except (StreamClosedError, ssl.SSLError, OSError, TimeoutError) as exc:
-            self._handshake_failures += 1
-            if isinstance(exc, TimeoutError):
-                reason = f"not finished within {timeout:g}s"
-            else:
-                reason = str(stream.error or exc) or "connection closed"
-            conn_log.debug(
-                "%s: TLS handshake failed: %s", format_address(address), reason
-            )
-            return False
-        return True
+        handshake = stream.wait_for_handshake()
+        # asyncio.wait, not a timeout around the await: cancelling Tornado's
+        # handshake future makes the stream's close() raise CancelledError
+        # (Tornado 6.5).
+        done, _ = await asyncio.wait([handshake], timeout=timeout)
+        error: BaseException | None
+        if done:
+            error = handshake.exception()
+            if error is None:
+                return True
+            reason = str(stream.error or error) or "connection closed"
+        else:
+            reason = f"not finished within {timeout:g}s"
+        self._handshake_failures += 1
+        conn_log.debug("%s: TLS handshake failed: %s", format_address(address), reason)
+        return False
 
     async def serve_stream(self, stream: IOStream, address: Any) -> None:
         """Talk to one client; returning or raising ends the connection."""
