@@ -285,12 +285,7 @@ async def _serve(
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
-        log.info(
-            "stopped: %d connection(s) drained, %d closed; %s",
-            result.drained,
-            result.closed,
-            srv.stats.summary(),
-        )
+        log.info("stopped: %s", srv.stats.summary())
     return result
 
 
