@@ -373,3 +373,49 @@ def test_socket_activation_serves_on_the_inherited_socket(processes: str) -> Non
         server.close()
     # --port 1 was ignored: nothing tried to bind it.
     assert "cannot listen" not in stderr
+
+
+def udp_echo(port: int, payload: bytes) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.sendto(payload, ("127.0.0.1", port))
+        data, source = sock.recvfrom(65536)
+    assert source == ("127.0.0.1", port)
+    return data
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_udp_echo_shares_the_tcp_port(processes: str) -> None:
+    argv = module_command("--port", "0", "--udp", "--processes", processes)
+    with running_server(argv) as (server, port):
+        server.wait_for_line(rf"listening on 127\.0\.0\.1:{port} \(UDP\)")
+        assert udp_echo(port, b"datagram") == b"datagram"
+        assert echo_once(port, b"stream") == b"stream"
+        assert server.stop() == 0
+        stderr = server.stderr()
+    assert "stopped UDP echo: datagrams 1 received, 1 replied" in stderr, stderr
+
+
+def test_udp_is_off_unless_asked_for() -> None:
+    with running_server(module_command("--port", "0")) as (server, port):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.5)
+            sock.sendto(b"anyone?", ("127.0.0.1", port))
+            with pytest.raises(OSError):  # a timeout, or ICMP port unreachable
+                sock.recvfrom(100)
+        assert server.stop() == 0
+
+
+def test_proxy_and_udp_options_that_cannot_work_are_usage_errors(
+    tmp_path: Path,
+) -> None:
+    for args, needle in (
+        (["--proxy-from", "10.0.0.0/8"], "need --proxy-protocol"),
+        (["--proxy-timeout", "2"], "need --proxy-protocol"),
+        (["--proxy-protocol", "--proxy-from", "10.0.0.0/33"], "CIDR"),
+        (["--proxy-protocol", "--proxy-timeout", "0"], "more than 0"),
+        (["--udp", "--unix", str(tmp_path / "s")], "--udp needs a TCP port"),
+    ):
+        result = run(module_command(*args))
+        assert result.returncode == 2, (args, result.stderr)
+        assert needle in result.stderr and "Traceback" not in result.stderr

@@ -17,6 +17,7 @@ from tornado_echo.limits import FD_RESERVE, Limits
 from tornado_echo.lines import DEFAULT_MAX_LINE_LENGTH
 from tornado_echo.listen import DEFAULT_UNIX_MODE
 from tornado_echo.loops import LOOPS, LoopUnavailableError
+from tornado_echo.proxied import DEFAULT_HEADER_TIMEOUT, ProxyProtocol
 from tornado_echo.runner import IMPLS, ListenError, WorkersFailedError, make_server, run
 from tornado_echo.systemd import ActivationError
 from tornado_echo.tls import TLSConfigError, server_context
@@ -125,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"file mode of the unix socket, in octal (default: {DEFAULT_UNIX_MODE:o})",
     )
     listen.add_argument(
+        "--udp",
+        action="store_true",
+        help="also serve UDP echo (RFC 862) on the TCP port, rate limited per "
+        "source host; off by default, as UDP echo can be abused for reflection",
+    )
+    listen.add_argument(
         "--processes",
         type=_count,
         default=1,
@@ -141,6 +148,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--ca-certs",
         metavar="PATH",
         help="CA certificates (PEM); clients must present a certificate they signed",
+    )
+    proxy = parser.add_argument_group(
+        "behind a load balancer",
+        "PROXY protocol v1 and v2, as HAProxy's send-proxy and send-proxy-v2 send it",
+    )
+    proxy.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="every connection starts with a PROXY header giving the client's "
+        "address; without --proxy-from, any source is trusted to send it",
+    )
+    proxy.add_argument(
+        "--proxy-from",
+        action="append",
+        metavar="CIDR",
+        help="accept connections (and their PROXY headers) only from this "
+        "network, e.g. 10.0.0.0/8; repeat for several",
+    )
+    proxy.add_argument(
+        "--proxy-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="close a connection whose header has not arrived by then "
+        f"(default: {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--log-connections",
+        action="store_true",
+        help="log each connection at INFO when it opens and closes, with the "
+        "peer, bytes in and out, and duration",
     )
     limits = parser.add_argument_group("limits", "0 switches a timeout off")
     limits.add_argument(
@@ -254,10 +291,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--keyfile and --ca-certs need --certfile")
     if args.certfile and args.impl != "stream":
         parser.error("TLS needs --impl stream")
+    proxy_options = args.proxy_from is not None or args.proxy_timeout is not None
+    if proxy_options and not args.proxy_protocol:
+        parser.error("--proxy-from and --proxy-timeout need --proxy-protocol")
+    proxy_protocol: ProxyProtocol | bool = False
+    if args.proxy_protocol:
+        try:
+            proxy_protocol = ProxyProtocol(
+                trusted=tuple(args.proxy_from or ()),
+                header_timeout=(
+                    DEFAULT_HEADER_TIMEOUT
+                    if args.proxy_timeout is None
+                    else args.proxy_timeout
+                ),
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
     # --unix alone listens only there; with --host or --port, on both.
     tcp_wanted = args.unix is None or args.host is not None or args.port is not None
     port = (_DEFAULT_PORT if args.port is None else args.port) if tcp_wanted else None
     hosts = args.host if args.host is not None else [_DEFAULT_HOST]
+    if args.udp and port is None:
+        parser.error("--udp needs a TCP port (--port or --host)")
     limits = Limits(
         max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
@@ -286,7 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutdown_timeout=args.shutdown_timeout,
             unix=args.unix,
             unix_mode=args.unix_mode,
+            udp=args.udp,
             stats_interval=args.stats_interval,
+            proxy_protocol=proxy_protocol,
+            log_connections=args.log_connections,
             loop=args.loop,
             processes=args.processes,
         )

@@ -86,7 +86,7 @@ import collections
 import socket
 from collections.abc import Iterable
 from socket import socket as Socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
@@ -95,6 +95,9 @@ from tornado_echo.echo import ByteEcho, ProtocolFactory
 from tornado_echo.lifecycle import DEFAULT_CHUNK_SIZE, LINGER_TIMEOUT, ServerLifecycle
 from tornado_echo.limits import Limits
 from tornado_echo.logs import format_address, log_connection_error
+
+if TYPE_CHECKING:
+    from tornado_echo.proxied import ProxyProtocol
 
 
 class RawEchoServer(ServerLifecycle):
@@ -109,7 +112,8 @@ class RawEchoServer(ServerLifecycle):
     `.ByteEcho` or `.LineEcho` objects run on both). ``high_water_mark`` is
     how many queued bytes per connection stop the server from reading more
     from that client; ``read_chunk_size`` is the most one ``recv`` asks for;
-    ``limits`` is a `.Limits`.
+    ``limits``, ``proxy_protocol`` and ``log_connections`` are as for
+    `.EchoServer`.
 
     .. versionadded:: 0.1.0
 
@@ -128,6 +132,8 @@ class RawEchoServer(ServerLifecycle):
         high_water_mark: int = DEFAULT_CHUNK_SIZE,
         accepts_per_event: int = 128,
         limits: Limits | None = None,
+        proxy_protocol: ProxyProtocol | bool | None = None,
+        log_connections: bool = False,
     ) -> None:
         for name, value in (
             ("read_chunk_size", read_chunk_size),
@@ -139,7 +145,12 @@ class RawEchoServer(ServerLifecycle):
         self.protocol = protocol
         self.read_chunk_size = read_chunk_size
         self.high_water_mark = high_water_mark
-        self._init_lifecycle(limits, accepts_per_event)
+        self._init_lifecycle(
+            limits,
+            accepts_per_event,
+            proxy_protocol=proxy_protocol,
+            log_connections=log_connections,
+        )
 
     def listen(
         self,
@@ -178,7 +189,6 @@ class _RawConnection:
     """
 
     __slots__ = (
-        "_address",
         "_closed",
         "_interest",
         "_linger_timer",
@@ -190,6 +200,7 @@ class _RawConnection:
         "_server",
         "_sock",
         "_sweep_mark",
+        "address",
         "bytes_in",
         "bytes_out",
     )
@@ -200,7 +211,7 @@ class _RawConnection:
     def __init__(self, server: RawEchoServer, sock: socket.socket, address: Any):
         self._server = server
         self._sock = sock
-        self._address = address
+        self.address = address
         self._protocol = server.protocol(format_address(address))
         self._queue: collections.deque[memoryview] | None = None
         self._queued = 0
@@ -235,7 +246,7 @@ class _RawConnection:
             if events & IOLoop.WRITE and not self._closed:
                 self._on_writable()
         except Exception as exc:  # noqa: BLE001 - see above
-            log_connection_error(self._address, exc)
+            log_connection_error(self.address, exc)
             self.close()
 
     def _on_readable(self) -> None:

@@ -49,10 +49,12 @@ class CountingIOStream(IOStream):
     .. versionadded:: 0.3.0
     """
 
-    __slots__ = ("_quiet_since", "_sweep_mark", "bytes_in", "bytes_out")
+    __slots__ = ("_quiet_since", "_sweep_mark", "address", "bytes_in", "bytes_out")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: The peer's address, as the server was given it (set by the server).
+        self.address: Any = None
         #: Bytes received from and sent to the peer so far.
         self.bytes_in = 0
         self.bytes_out = 0

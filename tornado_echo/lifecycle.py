@@ -24,14 +24,17 @@ import dataclasses
 import socket
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
 
 from tornado_echo.accept import Acceptor
 from tornado_echo.limits import Limits
-from tornado_echo.logs import conn_log, format_address
+from tornado_echo.logs import conn_log, format_address, log_connection_error
 from tornado_echo.stats import ServerStats
+
+if TYPE_CHECKING:
+    from tornado_echo.proxied import HeaderReader, ProxyProtocol
 
 #: Bytes asked for per read when the server was given no ``read_chunk_size``
 #: (the same as `.IOStream`'s own default).
@@ -62,6 +65,8 @@ class Connection(Protocol):
     two underscored attributes belong to the timeout sweep.
     """
 
+    #: The peer: the client's real address when a PROXY header gave it.
+    address: Any
     bytes_in: int
     bytes_out: int
     _sweep_mark: int
@@ -143,13 +148,6 @@ class ConnectionTracker:
         return True
 
 
-def _peer(conn: Connection) -> str:
-    try:
-        return format_address(conn.socket.getpeername())
-    except (OSError, AttributeError):  # closed meanwhile
-        return "(closed)"
-
-
 class ServerLifecycle:
     """Base of every server: tracking, limits, timeouts, stats and shutdown.
 
@@ -162,15 +160,25 @@ class ServerLifecycle:
     _acceptor: Acceptor
 
     def _init_lifecycle(
-        self, limits: Limits | None, accepts_per_event: int = 128
+        self,
+        limits: Limits | None,
+        accepts_per_event: int = 128,
+        *,
+        proxy_protocol: ProxyProtocol | bool | None = None,
+        log_connections: bool = False,
     ) -> None:
         self._connections = ConnectionTracker()
-        self._acceptor = Acceptor(self._on_accepted, per_event=accepts_per_event)
+        self._acceptor = Acceptor(self._accepted, per_event=accepts_per_event)
         self._limits = limits or Limits()
+        self.proxy_protocol = proxy_protocol
+        #: Log one INFO line per connection when it opens and when it closes.
+        self.log_connections = log_connections
         self._cap = 0  # resolved when the server starts accepting
         self._sweeper: PeriodicCallback | None = None
         self._at_limit = False
         self._buffered = 0
+        self._header_readers: set[HeaderReader] = set()
+        self._opened: dict[Connection, float] = {}
         # Totals of closed connections; live ones are added in `stats`.
         self._bytes_in = 0
         self._bytes_out = 0
@@ -183,6 +191,59 @@ class ServerLifecycle:
         self._idle_timeouts = 0
         self._write_timeouts = 0
         self._handshake_failures = 0
+        self._proxy_rejected = 0
+
+    @property
+    def proxy_protocol(self) -> ProxyProtocol | None:
+        """The `.ProxyProtocol` settings, or None if no header is expected.
+
+        Assign ``True`` for the defaults (any source, a 5 s header timeout),
+        a `.ProxyProtocol`, or ``None``/``False`` to switch it off.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._proxy_protocol
+
+    @proxy_protocol.setter
+    def proxy_protocol(self, value: ProxyProtocol | bool | None) -> None:
+        if value is True:
+            from tornado_echo.proxied import ProxyProtocol
+
+            value = ProxyProtocol()
+        self._proxy_protocol = value or None
+
+    def _accepted(self, sock: socket.socket, address: Any) -> None:
+        proxy = self._proxy_protocol
+        if proxy is None:
+            self._on_accepted(sock, address)
+            return
+        if not proxy.trusts(address):
+            self._proxy_rejected += 1
+            conn_log.info(
+                "%s: refused: not a trusted PROXY protocol source",
+                format_address(address),
+            )
+            sock.close()
+            return
+        from tornado_echo.proxied import HeaderReader
+
+        self._header_readers.add(
+            HeaderReader(sock, address, proxy, self._after_header, self._bad_header)
+        )
+
+    def _after_header(
+        self, reader: HeaderReader, sock: socket.socket, address: Any
+    ) -> None:
+        self._header_readers.discard(reader)
+        try:
+            self._on_accepted(sock, address)
+        except Exception as exc:  # noqa: BLE001 - as the acceptor does
+            sock.close()
+            log_connection_error(address, exc)
+
+    def _bad_header(self, reader: HeaderReader) -> None:
+        self._header_readers.discard(reader)
+        self._proxy_rejected += 1
 
     def _on_accepted(self, sock: socket.socket, address: Any) -> None:
         raise NotImplementedError()
@@ -214,6 +275,9 @@ class ServerLifecycle:
         See `shutdown` to drain them.
         """
         self._acceptor.close()
+        for reader in list(self._header_readers):
+            reader.close()
+        self._header_readers.clear()
 
     @property
     def listeners(self) -> list[socket.socket]:
@@ -257,6 +321,7 @@ class ServerLifecycle:
             idle_timeouts=self._idle_timeouts,
             write_timeouts=self._write_timeouts,
             handshake_failures=self._handshake_failures,
+            proxy_rejected=self._proxy_rejected,
         )
 
     def _track(self, conn: Connection) -> None:
@@ -264,6 +329,9 @@ class ServerLifecycle:
         conn._quiet_since = time.monotonic()
         self._connections.add(conn)
         self._total += 1
+        if self.log_connections:
+            self._opened[conn] = conn._quiet_since
+            conn_log.info("%s: connected", format_address(conn.address))
         if len(self._connections) >= self._cap and self._cap:
             self._acceptor.pause(_LIMIT)
             if not self._at_limit:
@@ -282,6 +350,15 @@ class ServerLifecycle:
         if counts is not None:
             self._lines += counts.lines
             self._lines_too_long += counts.lines_too_long
+        opened = self._opened.pop(conn, None)
+        if opened is not None:
+            conn_log.info(
+                "%s: closed after %.3fs, %d bytes in, %d bytes out",
+                format_address(conn.address),
+                time.monotonic() - opened,
+                conn.bytes_in,
+                conn.bytes_out,
+            )
         open_now = len(self._connections)
         if open_now < self._cap:
             self._acceptor.resume(_LIMIT)
@@ -316,13 +393,15 @@ class ServerLifecycle:
                 self._write_timeouts += 1
                 conn_log.info(
                     "%s: took none of our pending data for %gs; closing",
-                    _peer(conn),
+                    format_address(conn.address),
                     stall,
                 )
                 conn.close()
             elif idle and quiet >= idle:
                 self._idle_timeouts += 1
-                conn_log.info("%s: idle for %gs; closing", _peer(conn), idle)
+                conn_log.info(
+                    "%s: idle for %gs; closing", format_address(conn.address), idle
+                )
                 conn.close()
 
     def close_all(self) -> int:

@@ -23,8 +23,8 @@ from tornado_echo.logs import format_address
 #: connect (`tornado.netutil.bind_unix_socket` uses the same default).
 DEFAULT_UNIX_MODE = 0o600
 
-# Hosts that mean "every interface, IPv4 and IPv6".
-_ANY = frozenset({"", "::", "*"})
+#: Hosts that mean "every interface, IPv4 and IPv6" (as ``None`` does).
+ANY_HOSTS = frozenset({"", "::", "*"})
 
 
 class ListenError(OSError):
@@ -37,7 +37,7 @@ def bind(port: int, host: str | None) -> list[socket.socket]:
     ``host`` ``None``, ``""``, ``"::"`` or ``"*"`` listens on every interface,
     IPv4 and IPv6 alike (one socket per family).
     """
-    if host in _ANY:
+    if host in ANY_HOSTS:
         host = None
     try:
         return bind_sockets(port, host)
@@ -137,16 +137,22 @@ def listening(
     hosts: Sequence[str | None],
     unix: str | None = None,
     unix_mode: int = DEFAULT_UNIX_MODE,
+    udp: bool = False,
 ) -> Iterator[list[socket.socket]]:
     """Bind everything asked for; on exit, close it and remove our socket file.
 
-    ``port`` ``None`` means no TCP. The unix socket file is removed only if
+    ``port`` ``None`` means no TCP. With ``udp``, UDP sockets are bound on
+    the same hosts and port as TCP. The unix socket file is removed only if
     it is still the one we created (same device and inode), never a file
     someone put there since.
     """
     sockets = bind_tcp(port, hosts) if port is not None else []
     ours: tuple[int, int] | None = None
     try:
+        if udp and sockets:
+            from tornado_echo.udp import bind_udp
+
+            sockets += bind_udp(sockets[0].getsockname()[1], hosts)
         if unix is not None:
             sockets.append(bind_unix(unix, unix_mode))
             st = os.stat(unix)
@@ -167,4 +173,6 @@ def describe(sock: socket.socket) -> str:
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return format_address(name) if name else "unix (unnamed)"
+    if sock.type == socket.SOCK_DGRAM:
+        return f"{format_address(name)} (UDP)"
     return format_address(name)

@@ -11,7 +11,16 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal, Protocol, TypedDict, TypeVar, Unpack, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    cast,
+)
 
 from tornado.ioloop import PeriodicCallback
 
@@ -28,6 +37,9 @@ from tornado_echo.listen import (
 )
 from tornado_echo.loops import LoopName, run_with
 from tornado_echo.stats import ServerStats
+
+if TYPE_CHECKING:
+    from tornado_echo.proxied import ProxyProtocol
 
 __all__ = [
     "IMPLS",
@@ -60,6 +72,13 @@ class Server(Listener, Protocol):
     """What `serve` needs of a server: `.EchoServer` and `.RawEchoServer` fit."""
 
     limits: Limits
+    log_connections: bool
+
+    @property
+    def proxy_protocol(self) -> ProxyProtocol | None: ...
+
+    @proxy_protocol.setter
+    def proxy_protocol(self, value: ProxyProtocol | bool | None) -> None: ...
 
     @property
     def stats(self) -> ServerStats: ...
@@ -122,8 +141,11 @@ class ServeOptions(TypedDict, total=False):
     shutdown_timeout: float
     limits: Limits | None
     ssl_options: ssl.SSLContext | None
+    proxy_protocol: ProxyProtocol | bool
+    log_connections: bool
     unix: str | None
     unix_mode: int
+    udp: bool
     stats_interval: float
 
 
@@ -145,8 +167,11 @@ async def serve(
     shutdown_timeout: float = 10.0,
     limits: Limits | None = None,
     ssl_options: ssl.SSLContext | None = None,
+    proxy_protocol: ProxyProtocol | bool = False,
+    log_connections: bool = False,
     unix: str | None = None,
     unix_mode: int = DEFAULT_UNIX_MODE,
+    udp: bool = False,
     stats_interval: float = 0.0,
     sockets: Sequence[socket.socket] | None = None,
     ready: Callable[[Sequence[Any]], None] | None = None,
@@ -166,13 +191,19 @@ async def serve(
     picks a free port and ``None`` means no TCP. ``unix`` adds a unix domain
     socket with file mode ``unix_mode``; a stale socket file is replaced,
     anything else at that path is an error, and the file is removed on exit.
-    ``sockets`` (already listening, e.g. from systemd) replaces all of that.
+    ``udp`` also serves RFC 862 UDP echo on the TCP port (`.UdpEchoServer`,
+    with its rate limits). ``sockets`` (already listening, e.g. from systemd;
+    UDP ones are served as UDP echo) replaces all of that.
     The ``listening on`` log lines and ``ready``, called with the bound
     addresses, show the real ones. Raises `ListenError` if an address
     cannot be bound.
 
     ``limits`` (a `.Limits`) and ``ssl_options`` (an `ssl.SSLContext`, see
-    `.server_context`) are applied to the server. ``stats_interval`` > 0 logs
+    `.server_context`) are applied to the server, and so are
+    ``proxy_protocol`` (``True`` or a `.ProxyProtocol`: every connection
+    starts with a PROXY protocol header, and the server sees the client's
+    real address) and ``log_connections`` (one INFO line per connection at
+    open and close). ``stats_interval`` > 0 logs
     the server's `.ServerStats` that often.
 
     On SIGINT or SIGTERM it stops accepting, lets connections finish for up
@@ -201,7 +232,7 @@ async def serve(
     with contextlib.ExitStack() as stack:
         if sockets is None:
             sockets = stack.enter_context(
-                listening(port, _hosts(host), unix, unix_mode)
+                listening(port, _hosts(host), unix, unix_mode, udp)
             )
         srv = (
             make_server(impl, limits=limits, ssl_options=ssl_options)
@@ -215,6 +246,10 @@ async def serve(
                 if not hasattr(srv, "ssl_options"):
                     raise ValueError(f"{type(srv).__name__} does not support TLS")
                 srv.ssl_options = ssl_options
+        if proxy_protocol:
+            srv.proxy_protocol = proxy_protocol
+        if log_connections:
+            srv.log_connections = True
         return await _serve(
             srv,
             list(sockets),
@@ -237,7 +272,14 @@ async def _serve(
     handle_signals: bool,
     announce: bool,
 ) -> ShutdownResult:
-    srv.add_sockets(sockets)
+    srv.add_sockets([s for s in sockets if s.type == socket.SOCK_STREAM])
+    datagram = [s for s in sockets if s.type == socket.SOCK_DGRAM]
+    udp_server = None
+    if datagram:
+        from tornado_echo.udp import UdpEchoServer
+
+        udp_server = UdpEchoServer()
+        udp_server.add_sockets(datagram)
     bound = [s.getsockname() for s in sockets]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -280,6 +322,9 @@ async def _serve(
     finally:
         if reporter is not None:
             reporter.stop()
+        if udp_server is not None:
+            udp_server.stop()
+            log.info("stopped UDP echo: %s", udp_server.stats.summary())
         try:
             result = await srv.shutdown(shutdown_timeout)
         finally:
@@ -356,6 +401,7 @@ def run(
                     _hosts(host),
                     options.get("unix"),
                     options.get("unix_mode", DEFAULT_UNIX_MODE),
+                    options.get("udp", False),
                 )
             )
         for sock in inherited:
@@ -363,7 +409,8 @@ def run(
         results_r, results_w = os.pipe()
         stack.callback(os.close, results_r)
         child_options: dict[str, Any] = dict(options)
-        child_options.pop("unix", None)
+        for name in ("unix", "unix_mode", "udp"):  # bound here, once
+            child_options.pop(name, None)
 
         def worker(index: int) -> int:
             os.close(results_r)

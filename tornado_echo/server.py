@@ -8,7 +8,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from tornado import gen
 from tornado.ioloop import IOLoop
@@ -19,7 +19,7 @@ from tornado.tcpserver import TCPServer
 from tornado_echo._fastpath import stream_class
 from tornado_echo.echo import ByteEcho, ProtocolFactory
 from tornado_echo.fairness import next_time_slice, time_slice_end
-from tornado_echo.halfclose import HalfCloseIOStream, chunk_reader
+from tornado_echo.halfclose import CountingIOStream, HalfCloseIOStream, chunk_reader
 from tornado_echo.lifecycle import (
     DEFAULT_CHUNK_SIZE,
     LINGER_TIMEOUT,
@@ -30,19 +30,27 @@ from tornado_echo.limits import Limits
 from tornado_echo.logs import conn_log, format_address, log_connection_error
 from tornado_echo.tls import TLSStream
 
+if TYPE_CHECKING:
+    from tornado_echo.proxied import ProxyProtocol
+
 __all__ = ["DEFAULT_CHUNK_SIZE", "EchoServer", "TCPServerOptions", "TrackedTCPServer"]
 
 
 class TCPServerOptions(TypedDict, total=False):
     """The constructor arguments shared by our `.TCPServer` subclasses.
 
-    ``limits`` is a `.Limits`; the others are `.TCPServer`'s.
+    ``limits`` is a `.Limits`; ``proxy_protocol`` (``True`` or a
+    `.ProxyProtocol`) makes every connection start with a PROXY protocol
+    header; ``log_connections`` logs each connection's open and close at
+    INFO. The others are `.TCPServer`'s.
     """
 
     ssl_options: dict[str, Any] | ssl.SSLContext | None
     max_buffer_size: int | None
     read_chunk_size: int | None
     limits: Limits | None
+    proxy_protocol: ProxyProtocol | bool | None
+    log_connections: bool
 
 
 # A TLS client that connects and leaves at once (a port scan) makes the wrap
@@ -78,7 +86,11 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
             max_buffer_size=options.get("max_buffer_size"),
             read_chunk_size=options.get("read_chunk_size"),
         )
-        self._init_lifecycle(options.get("limits"))
+        self._init_lifecycle(
+            options.get("limits"),
+            proxy_protocol=options.get("proxy_protocol"),
+            log_connections=options.get("log_connections", False),
+        )
         self._stream_class = stream_class()
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
@@ -128,6 +140,8 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
         """Serve one connection until it ends, then always close it."""
         stream = self._adopt(stream)
+        if isinstance(stream, CountingIOStream):
+            stream.address = address
         self._track(stream)  # type: ignore[arg-type]
         try:
             if stream.socket.family in (socket.AF_INET, socket.AF_INET6):
