@@ -1,7 +1,7 @@
 r"""A sans-IO PROXY protocol parser: the header's bytes in, the client's address out.
 
 A load balancer that speaks the `PROXY protocol
-<https://www.haproxy.org/download/3.2/doc/proxy-protocol.txt>`_ (HAProxy's
+<https://github.com/haproxy/haproxy/blob/master/doc/proxy-protocol.txt>`_ (HAProxy's
 ``send-proxy`` and ``send-proxy-v2``, most cloud network balancers) starts
 each connection with a header naming the client it relays, in a text (v1) or
 a binary (v2) form. `ProxyHeaderParser` reads either form from whatever bytes
@@ -18,8 +18,9 @@ handshake, say) in the socket untouched:
 >>> data = b"PROXY TCP4 203.0.113.7 198.51.100.1 4242 443\r\nGET / HTTP/1.1\r\n"
 >>> parser.receive(data)
 46
->>> parser.header
-ProxyHeader(version=1, local=False, family='TCP4', source=('203.0.113.7', 4242), destination=('198.51.100.1', 443), tlvs=())
+>>> header = parser.header
+>>> header.family, header.source, header.destination
+('TCP4', ('203.0.113.7', 4242), ('198.51.100.1', 443))
 >>> data[46:]
 b'GET / HTTP/1.1\r\n'
 >>> v2 = ProxyHeaderParser()
@@ -84,15 +85,17 @@ _V2_SIGNATURE: Final = b"\r\n\r\n\x00\r\nQUIT\n"
 _V2_FIXED: Final = 16
 _V2_LOCAL: Final = 0x0
 _V2_PROXY: Final = 0x1
-_V2_UNSPEC: Final = 0x0
-_V2_STREAM: Final = 0x1
+_V2_UNSPEC: Final = 0x0  # transport protocol
 _V2_DGRAM: Final = 0x2
+_AF_UNSPEC: Final = 0x0
+_AF_INET: Final = 0x1
+_AF_UNIX: Final = 0x3
 # Address family nibble -> (name, size of the address block).
 _V2_FAMILIES: Final = {
-    0x0: ("AF_UNSPEC", 0),
-    0x1: ("AF_INET", 12),
+    _AF_UNSPEC: ("AF_UNSPEC", 0),
+    _AF_INET: ("AF_INET", 12),
     0x2: ("AF_INET6", 36),
-    0x3: ("AF_UNIX", 216),
+    _AF_UNIX: ("AF_UNIX", 216),
 }
 _UNIX_PATH: Final = 108
 
@@ -454,7 +457,8 @@ def _v1_address(family: str, role: str, text: str) -> str:
     except ValueError:
         version = "IPv4" if family == "TCP4" else "IPv6"
         raise ProxyHeaderError(
-            f"PROXY v1 {family} header's {role} address {text!r} is not an {version} address"
+            f"PROXY v1 {family} header's {role} address {text!r} "
+            f"is not an {version} address"
         ) from None
     return str(ip)
 
@@ -481,18 +485,18 @@ def _parse_v2(header: bytes) -> ProxyHeader:
         # all of it is skipped.
         size = len(payload)
     tlvs = _parse_tlvs(header, _V2_FIXED + size)
-    if command == _V2_LOCAL or family == 0x0 or protocol == _V2_UNSPEC:
+    if command == _V2_LOCAL or family == _AF_UNSPEC or protocol == _V2_UNSPEC:
         # LOCAL: the balancer's own connection. UNSPEC: the spec lets the
         # receiver use the real endpoints and ignore the addresses.
         return ProxyHeader(2, True, "UNSPEC", None, None, tlvs)
     source: tuple[str, int] | str
     destination: tuple[str, int] | str
-    if family == 0x3:
+    if family == _AF_UNIX:
         name = "UNIX"
         source = _unix_path(payload[:_UNIX_PATH])
         destination = _unix_path(payload[_UNIX_PATH : 2 * _UNIX_PATH])
     else:
-        name, width = ("TCP4", 4) if family == 0x1 else ("TCP6", 16)
+        name, width = ("TCP4", 4) if family == _AF_INET else ("TCP6", 16)
         ports = payload[2 * width : 2 * width + 4]
         source = (
             str(ipaddress.ip_address(payload[:width])),
