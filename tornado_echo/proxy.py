@@ -52,6 +52,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from tornado_echo._crc32c import crc32c
+
 __all__ = [
     "V1_MAX_LENGTH",
     "V2_MAX_PAYLOAD",
@@ -556,31 +558,6 @@ def _parse_tlvs(header: bytes, start: int) -> tuple[tuple[int, bytes], ...]:
     if checksum_at >= 0:
         expected = int.from_bytes(header[checksum_at : checksum_at + 4], "big")
         zeroed = header[:checksum_at] + bytes(4) + header[checksum_at + 4 :]
-        if _crc32c(zeroed) != expected:
+        if crc32c(zeroed) != expected:
             raise ProxyHeaderError("PROXY v2 header fails its CRC32C check")
     return tuple(tlvs)
-
-
-def _crc32c_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            # 0x82F63B78: the Castagnoli polynomial, bit-reversed (RFC 4960,
-            # appendix B), as the spec requires.
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC32C_TABLE: Final = _crc32c_table()
-
-
-def _crc32c(data: bytes) -> int:
-    # Pure Python is fast enough here: a header has at most a few KiB, and
-    # the standard library has no CRC-32C.
-    crc = 0xFFFFFFFF
-    table = _CRC32C_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
