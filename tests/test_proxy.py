@@ -161,9 +161,10 @@ def test_v1_tcp6_addresses_are_given_in_compressed_form() -> None:
     line = b"PROXY TCP6 2001:DB8:0:0:0:0:0:1 ::ffff:c000:201 65535 0\r\n"
     header, taken = parse(line)
     assert taken == len(line)
-    assert header == ProxyHeader(
-        1, False, "TCP6", ("2001:db8::1", 65535), ("::ffff:c000:201", 0)
-    )
+    # Python 3.13 writes an IPv4-mapped address with a dotted tail; the
+    # parser gives whatever form this Python's ipaddress considers canonical.
+    mapped = str(ipaddress.ip_address("::ffff:c000:201"))
+    assert header == ProxyHeader(1, False, "TCP6", ("2001:db8::1", 65535), (mapped, 0))
 
 
 @pytest.mark.parametrize(

@@ -212,3 +212,30 @@ def test_proxy_settings_reject_bad_networks() -> None:
     assert settings.trusts(("::ffff:10.0.0.1", 1, 0, 0))  # v4-mapped
     assert not settings.trusts(("11.0.0.1", 1))
     assert not settings.trusts("")  # a unix socket peer
+
+
+class AuthorityServer(LineServer):
+    """Answers with the TLS server name the balancer saw (PP2_TYPE_AUTHORITY)."""
+
+    async def handle_line(self, conn: LineConnection, line: bytes) -> str:
+        header = conn.proxy_header
+        assert header is not None
+        return f"{header.authority} {header.tlv(0xE0)!r}"
+
+
+async def test_the_headers_tlvs_reach_the_handler(start: Start) -> None:
+    port = await start(AuthorityServer(proxy_protocol=True))
+    tlvs = b"\x02" + struct.pack("!H", 11) + b"example.org"  # AUTHORITY
+    tlvs += b"\xe0" + struct.pack("!H", 3) + b"abc"  # a custom type, kept raw
+    header = bytearray(v2())
+    header[14:16] = struct.pack("!H", struct.unpack("!H", header[14:16])[0] + len(tlvs))
+    await talk(port, bytes(header) + tlvs + b"?\n", expect=b"example.org b'abc'\n")
+
+
+async def test_without_a_header_option_proxy_header_is_none(start: Start) -> None:
+    class Peek(LineServer):
+        async def handle_line(self, conn: LineConnection, line: bytes) -> str:
+            return repr(conn.proxy_header)
+
+    port = await start(Peek())
+    await talk(port, b"?\n", expect=b"None\n")

@@ -98,6 +98,7 @@ from tornado_echo.logs import format_address, log_connection_error
 
 if TYPE_CHECKING:
     from tornado_echo.proxied import ProxyProtocol
+    from tornado_echo.proxy import ProxyHeader
 
 
 class RawEchoServer(ServerLifecycle):
@@ -173,7 +174,12 @@ class RawEchoServer(ServerLifecycle):
         self._io_loop = IOLoop.current()
         super().add_sockets(sockets)
 
-    def _on_accepted(self, sock: socket.socket, address: Any) -> None:
+    def _on_accepted(
+        self,
+        sock: socket.socket,
+        address: Any,
+        proxy_header: ProxyHeader | None = None,
+    ) -> None:
         _RawConnection(self, sock, address)
 
 

@@ -49,12 +49,22 @@ class CountingIOStream(IOStream):
     .. versionadded:: 0.3.0
     """
 
-    __slots__ = ("_quiet_since", "_sweep_mark", "address", "bytes_in", "bytes_out")
+    __slots__ = (
+        "_quiet_since",
+        "_sweep_mark",
+        "address",
+        "bytes_in",
+        "bytes_out",
+        "proxy_header",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: The peer's address, as the server was given it (set by the server).
         self.address: Any = None
+        #: The connection's PROXY protocol header (a `.ProxyHeader`, with its
+        #: TLVs), when the server reads one; else None.
+        self.proxy_header: Any = None
         #: Bytes received from and sent to the peer so far.
         self.bytes_in = 0
         self.bytes_out = 0

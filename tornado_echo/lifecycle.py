@@ -35,6 +35,7 @@ from tornado_echo.stats import ServerStats
 
 if TYPE_CHECKING:
     from tornado_echo.proxied import HeaderReader, ProxyProtocol
+    from tornado_echo.proxy import ProxyHeader
 
 #: Bytes asked for per read when the server was given no ``read_chunk_size``
 #: (the same as `.IOStream`'s own default).
@@ -232,11 +233,15 @@ class ServerLifecycle:
         )
 
     def _after_header(
-        self, reader: HeaderReader, sock: socket.socket, address: Any
+        self,
+        reader: HeaderReader,
+        sock: socket.socket,
+        address: Any,
+        header: ProxyHeader,
     ) -> None:
         self._header_readers.discard(reader)
         try:
-            self._on_accepted(sock, address)
+            self._on_accepted(sock, address, header)
         except Exception as exc:  # noqa: BLE001 - as the acceptor does
             sock.close()
             log_connection_error(address, exc)
@@ -245,7 +250,13 @@ class ServerLifecycle:
         self._header_readers.discard(reader)
         self._proxy_rejected += 1
 
-    def _on_accepted(self, sock: socket.socket, address: Any) -> None:
+    def _on_accepted(
+        self,
+        sock: socket.socket,
+        address: Any,
+        proxy_header: ProxyHeader | None = None,
+    ) -> None:
+        """Serve an accepted socket (after its PROXY header, if one came)."""
         raise NotImplementedError()
 
     @property

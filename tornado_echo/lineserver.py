@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from asyncio import Future
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 from tornado.iostream import IOStream, StreamClosedError
 
@@ -25,6 +25,9 @@ from tornado_echo.lines import (
 )
 from tornado_echo.logs import format_address
 from tornado_echo.server import TCPServerOptions, TrackedTCPServer
+
+if TYPE_CHECKING:
+    from tornado_echo.proxy import ProxyHeader
 
 log = logging.getLogger("tornado_echo.lines")
 
@@ -74,6 +77,18 @@ class LineConnection:
     def peer(self) -> str:
         """The peer as text for logs: ``host:port``, ``[v6]:port`` or ``unix``."""
         return format_address(self.address)
+
+    @property
+    def proxy_header(self) -> ProxyHeader | None:
+        """The PROXY protocol header this connection started with, if any.
+
+        Set when the server has ``proxy_protocol`` on; its TLVs (`.ProxyHeader.tlv`,
+        ``authority``, ``alpn``, ...) are what the balancer added.
+
+        .. versionadded:: 0.4.0
+        """
+        header: ProxyHeader | None = getattr(self.stream, "proxy_header", None)
+        return header
 
     @property
     def closed(self) -> bool:

@@ -111,9 +111,10 @@ class HeaderReader:
     bytes are the header's, and exactly those are consumed; an incomplete
     header's bytes are all the header's, so they are consumed too, and a
     level-triggered poller never spins on bytes left waiting. On success it
-    calls ``on_header(reader, sock, address)`` with the client's address (or
-    the balancer's own, for a ``LOCAL`` health check); on any failure it
-    closes the socket and calls ``on_failure(reader)``.
+    calls ``on_header(reader, sock, address, header)`` with the client's
+    address (or the balancer's own, for a ``LOCAL`` health check) and the
+    parsed `.ProxyHeader`; on any failure it closes the socket and calls
+    ``on_failure(reader)``.
     """
 
     __slots__ = (
@@ -132,7 +133,7 @@ class HeaderReader:
         sock: socket.socket,
         address: Any,
         settings: ProxyProtocol,
-        on_header: Callable[[HeaderReader, socket.socket, Any], None],
+        on_header: Callable[[HeaderReader, socket.socket, Any, ProxyHeader], None],
         on_failure: Callable[[HeaderReader], None],
     ) -> None:
         self._sock = sock
@@ -196,7 +197,7 @@ class HeaderReader:
         self._timeout = None
         self._io_loop.remove_handler(self._sock)
         address = self._address if header.local else header.source
-        self._on_header(self, self._sock, address)
+        self._on_header(self, self._sock, address, header)
 
     def _fail(self, reason: str) -> None:
         if self._timeout is None:

@@ -32,6 +32,7 @@ from tornado_echo.tls import TLSStream
 
 if TYPE_CHECKING:
     from tornado_echo.proxied import ProxyProtocol
+    from tornado_echo.proxy import ProxyHeader
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "EchoServer", "TCPServerOptions", "TrackedTCPServer"]
 
@@ -104,7 +105,12 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
         """
         ServerLifecycle.stop(self)
 
-    def _on_accepted(self, sock: socket.socket, address: Any) -> None:
+    def _on_accepted(
+        self,
+        sock: socket.socket,
+        address: Any,
+        proxy_header: ProxyHeader | None = None,
+    ) -> None:
         stream: IOStream
         if self.ssl_options is None:
             stream = self._stream_class(
@@ -133,6 +139,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
                 max_buffer_size=self.max_buffer_size,
                 read_chunk_size=self.read_chunk_size,
             )
+        stream.proxy_header = proxy_header
         future = self.handle_stream(stream, address)
         if future is not None:
             IOLoop.current().add_future(gen.convert_yielded(future), _raise_result)
