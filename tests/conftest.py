@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from tornado_echo import LineConnection, LineServer
 from tornado_echo.compat import RawEchoServer
 from tornado_echo.loops import loop_factory
 from tornado_echo.server import EchoServer
@@ -37,6 +38,29 @@ def impl(request: pytest.FixtureRequest) -> str:
 
 
 Start = Callable[[Any], Awaitable[int]]
+
+
+class LineEchoServer(LineServer):
+    """A `.LineServer` that echoes each line: the line-protocol server in
+    tests that run on every kind of server."""
+
+    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
+        return line
+
+
+#: Every server class the operational tests run on.
+SERVER_CLASSES: dict[str, Callable[..., Any]] = {
+    "stream": EchoServer,
+    "compat": RawEchoServer,
+    "lineserver": LineEchoServer,
+}
+
+
+@pytest.fixture(params=sorted(SERVER_CLASSES))
+def make(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Each server class in turn: `.EchoServer`, `.RawEchoServer` and a
+    `.LineServer` subclass; call it with keyword arguments to build one."""
+    return SERVER_CLASSES[str(request.param)]
 
 
 @pytest_asyncio.fixture

@@ -11,34 +11,14 @@ from typing import Any
 
 import pytest
 from clients import HOST, TIMEOUT, connect, roundtrip, wait_closed_by_server
-from conftest import Start
+from conftest import SERVER_CLASSES, Start
 from tornado.testing import ExpectLog
 
-from tornado_echo import LineConnection, LineServer
-from tornado_echo.compat import RawEchoServer
+from tornado_echo import LineServer
 from tornado_echo.echo import LineEcho
 from tornado_echo.limits import Limits, default_max_connections
-from tornado_echo.server import EchoServer
 
 CONN_LOG = "tornado_echo.connection"
-
-
-class LineEchoServer(LineServer):
-    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
-        return line
-
-
-SERVERS: dict[str, Callable[..., Any]] = {
-    "stream": EchoServer,
-    "compat": RawEchoServer,
-    "lineserver": LineEchoServer,
-}
-
-
-@pytest.fixture(params=sorted(SERVERS))
-def make(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """Builds the server under test, with keyword arguments such as ``limits``."""
-    return SERVERS[str(request.param)]
 
 
 async def exchange(port: int, payload: bytes = b"ping\n") -> None:
@@ -196,7 +176,7 @@ async def test_line_echo_counts_lines_and_overlong_lines(
     def protocol(peer: str) -> LineEcho:
         return LineEcho(peer, max_line_length=8, on_long_line="skip")
 
-    server = SERVERS[driver](protocol=protocol)
+    server = SERVER_CLASSES[driver](protocol=protocol)
     port = await start(server)
     # The first chunk takes the whole-lines shortcut, the second the framer.
     with ExpectLog("tornado_echo.lines", r".*line longer than 8", level=logging.INFO):

@@ -329,6 +329,15 @@ def test_v1_ports_zero_and_65535_are_accepted() -> None:
     assert (header.source, header.destination) == (("0.0.0.0", 0), ("1.2.3.4", 65535))
 
 
+def assert_fails_at(data: bytes, fails_at: int) -> None:
+    """Fed byte by byte, ``data`` is taken up to byte ``fails_at``, which fails."""
+    parser = ProxyHeaderParser()
+    for byte in bytewise(data[: fails_at - 1]):
+        assert parser.receive(byte) == 1
+    with pytest.raises(ProxyHeaderError):
+        parser.receive(data[fails_at - 1 : fails_at])
+
+
 @pytest.mark.parametrize(
     ("data", "fails_at"),
     [
@@ -344,11 +353,7 @@ def test_v1_ports_zero_and_65535_are_accepted() -> None:
 def test_v1_errors_come_at_the_first_byte_that_cannot_fit(
     data: bytes, fails_at: int
 ) -> None:
-    parser = ProxyHeaderParser()
-    for byte in bytewise(data[: fails_at - 1]):
-        assert parser.receive(byte) == 1
-    with pytest.raises(ProxyHeaderError):
-        parser.receive(data[fails_at - 1 : fails_at])
+    assert_fails_at(data, fails_at)
 
 
 # -- v2 ----------------------------------------------------------------------
@@ -658,11 +663,7 @@ def test_v2_errors_are_the_same_byte_by_byte(data: bytes, message: str) -> None:
 def test_v2_errors_come_at_the_first_byte_that_cannot_fit(
     data: bytes, fails_at: int
 ) -> None:
-    parser = ProxyHeaderParser()
-    for byte in bytewise(data[: fails_at - 1]):
-        assert parser.receive(byte) == 1
-    with pytest.raises(ProxyHeaderError):
-        parser.receive(data[fails_at - 1 : fails_at])
+    assert_fails_at(data, fails_at)
 
 
 def test_v2_over_the_cap_fails_before_the_payload_arrives() -> None:

@@ -16,9 +16,7 @@ from conftest import Start
 from tornado.testing import ExpectLog
 
 from tornado_echo import LineConnection, LineServer
-from tornado_echo.compat import RawEchoServer
 from tornado_echo.proxied import ProxyProtocol
-from tornado_echo.server import EchoServer
 
 CONN_LOG = "tornado_echo.connection"
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -49,23 +47,6 @@ class PeerServer(LineServer):
 
     async def handle_line(self, conn: LineConnection, line: bytes) -> str:
         return conn.peer
-
-
-class LineEchoServer(LineServer):
-    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
-        return line
-
-
-SERVERS: dict[str, Callable[..., Any]] = {
-    "stream": EchoServer,
-    "compat": RawEchoServer,
-    "lineserver": LineEchoServer,
-}
-
-
-@pytest.fixture(params=sorted(SERVERS))
-def make(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    return SERVERS[str(request.param)]
 
 
 async def talk(port: int, *chunks: bytes, expect: bytes) -> None:
