@@ -52,11 +52,11 @@ class PeerServer(LineServer):
 async def talk(port: int, *chunks: bytes, expect: bytes) -> None:
     reader, writer = await connect(port)
     try:
-        for chunk in chunks:
-            writer.write(chunk)
-            await writer.drain()
-            await asyncio.sleep(0.01)
         async with asyncio.timeout(TIMEOUT):
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(0.01)
             assert await reader.readexactly(len(expect)) == expect
     finally:
         writer.close()

@@ -62,11 +62,6 @@ class Acceptor:
         #: Episodes of resource errors so far.
         self.error_episodes = 0
 
-    @property
-    def listeners(self) -> list[socket.socket]:
-        """The listening sockets, in the order they were added."""
-        return list(self._listeners)
-
     def add(self, sockets: Iterable[socket.socket]) -> None:
         """Start accepting on ``sockets`` (call inside the running loop)."""
         self._io_loop = IOLoop.current()

@@ -68,8 +68,6 @@ class CountingIOStream(IOStream):
         #: Bytes received from and sent to the peer so far.
         self.bytes_in = 0
         self.bytes_out = 0
-        self._sweep_mark = 0
-        self._quiet_since = 0.0
 
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
         count = super().read_from_fd(buf)

@@ -291,11 +291,6 @@ class ServerLifecycle:
         self._header_readers.clear()
 
     @property
-    def listeners(self) -> list[socket.socket]:
-        """The listening sockets, in the order they were added."""
-        return self._acceptor.listeners
-
-    @property
     def connection_count(self) -> int:
         """The number of connections currently open."""
         return len(self._connections)

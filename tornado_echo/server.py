@@ -7,7 +7,6 @@ import errno
 import socket
 import ssl
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from tornado import gen
@@ -94,17 +93,6 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
         )
         self._stream_class = stream_class()
 
-    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
-        """Start accepting on already-bound listening sockets."""
-        ServerLifecycle.add_sockets(self, sockets)
-
-    def stop(self) -> None:
-        """Stop accepting and close the listeners; connections keep running.
-
-        See `shutdown` to drain them.
-        """
-        ServerLifecycle.stop(self)
-
     def _on_accepted(
         self,
         sock: socket.socket,
@@ -175,7 +163,6 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
         # handshake future makes the stream's close() raise CancelledError
         # (Tornado 6.5).
         done, _ = await asyncio.wait([handshake], timeout=timeout)
-        error: BaseException | None
         if done:
             error = handshake.exception()
             if error is None:
