@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from tornado_echo.server import EchoServer
     from tornado_echo.stats import ServerStats
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
 
 _EXPORTS = {
     "EchoServer": "tornado_echo.server",

@@ -201,7 +201,7 @@ class ServerLifecycle:
         Assign ``True`` for the defaults (any source, a 5 s header timeout),
         a `.ProxyProtocol`, or ``None``/``False`` to switch it off.
 
-        .. versionadded:: 0.4.0
+        .. versionadded:: 0.3.0
         """
         return self._proxy_protocol
 

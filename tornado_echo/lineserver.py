@@ -85,7 +85,7 @@ class LineConnection:
         Set when the server has ``proxy_protocol`` on; its TLVs (`.ProxyHeader.tlv`,
         ``authority``, ``alpn``, ...) are what the balancer added.
 
-        .. versionadded:: 0.4.0
+        .. versionadded:: 0.3.0
         """
         header: ProxyHeader | None = getattr(self.stream, "proxy_header", None)
         return header

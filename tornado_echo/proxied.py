@@ -17,7 +17,7 @@ read, so a client cannot forge a header to claim another address. Without
 ``trusted`` every source is believed, as Twisted's ``haproxy:`` endpoint
 does; only do that when nothing but the balancer can reach the port.
 
-.. versionadded:: 0.4.0
+.. versionadded:: 0.3.0
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class ProxyProtocol:
     >>> ProxyProtocol(trusted=("10.0.0.0/8",)).trusts(("192.0.2.1", 5000))
     False
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.3.0
     """
 
     trusted: Sequence[str] = ()

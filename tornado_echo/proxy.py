@@ -42,7 +42,7 @@ incomplete the parser holds at most `V1_MAX_LENGTH` bytes of a v1 line, or
 Which peers may send a header at all is the caller's business: the
 protocol lets whoever sends it claim any address.
 
-.. versionadded:: 0.4.0
+.. versionadded:: 0.3.0
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ _PP2_CLIENT_SSL: Final = 0x01
 class ProxyHeaderError(ValueError):
     """The bytes are not a valid PROXY header; the message says why.
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.3.0
     """
 
 
@@ -135,7 +135,7 @@ class ProxyHeader:
     ``tlvs`` holds a v2 header's type-length-value fields in order, raw,
     unknown types included.
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.3.0
     """
 
     version: int
@@ -188,7 +188,7 @@ class ProxyHeaderParser:
     call. ``max_v2_payload`` (0 to 65535) caps the v2 length field; see
     `V2_MAX_PAYLOAD`.
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.3.0
     """
 
     __slots__ = ("_buf", "_error", "_header", "_max_v2_payload", "_total", "_version")

@@ -60,7 +60,7 @@ Inside a running event loop::
 
     asyncio.run(main())
 
-.. versionadded:: 0.4.0
+.. versionadded:: 0.3.0
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class UdpLimits:
     >>> UdpLimits(rate=10, burst=20)
     UdpLimits(max_datagram=1472, rate=10, burst=20, max_sources=10000)
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.3.0
     """
 
     #: The largest payload answered, in bytes. 1472 is the largest that fits
@@ -163,7 +163,7 @@ class UdpEchoPolicy:
     >>> policy.dropped[Verdict.RATE_LIMITED]
     1
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.3.0
     """
 
     def __init__(self, limits: UdpLimits = UdpLimits()) -> None:
@@ -231,7 +231,7 @@ class UdpStats:
     'datagrams 5 received, 3 replied; dropped 0 too large, 0 from refused \
 ports, 2 rate-limited, 0 failed to send'
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.3.0
     """
 
     received: int = 0
@@ -260,7 +260,7 @@ class UdpEchoServer:
     the work one readiness event does, so a flooded socket cannot starve
     the rest of the loop.
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.3.0
     """
 
     def __init__(
