@@ -1,160 +1,671 @@
-r"""A key-value store speaking a small subset of memcached's text protocol.
+r"""A memcached-compatible key-value store: memcached's text protocol on `LineServer`.
 
 Run it::
 
-    python examples/kv_server.py              # listens on 127.0.0.1:10000
-    python examples/kv_server.py --port 0     # any free port; the log shows it
+    python examples/kv_server.py                    # 127.0.0.1:11211
+    python examples/kv_server.py --port 0 --max-memory 16
 
-and try it with ``nc -C 127.0.0.1 10000`` (``-C`` sends the ``\r\n`` line
-ends the protocol needs)::
+and use any memcached client, for example pymemcache::
 
-    set greeting 5
-    hello
-    STORED
-    get greeting
-    VALUE greeting 5
-    hello
-    END
-    delete greeting
-    DELETED
-    quit
+    from pymemcache.client.base import Client
 
-Commands are lines ending in ``\r\n``, with fields separated by single spaces:
+    client = Client(("127.0.0.1", 11211))
+    client.set("greeting", b"hello", expire=60)
+    client.get("greeting")                  # b"hello"
 
-``set <key> <bytes>``
-    followed by a data block of exactly ``<bytes>`` bytes and ``\r\n``; the
-    block is read raw, so it may hold any bytes, ``\r\n`` included. Replies
-    ``STORED``, or ``CLIENT_ERROR bad data chunk`` if the block does not end
-    in ``\r\n``. A block larger than ``max_value_size`` is refused with
-    ``CLIENT_ERROR value too large`` and the connection is closed: the
-    block that follows would otherwise be read as commands, and skipping it
-    would mean receiving what the limit exists to refuse.
-``get <key>``
-    ``VALUE <key> <bytes>\r\n<data>\r\nEND``, or just ``END`` if the key is
-    not set.
-``delete <key>``
-    ``DELETED``, or ``NOT_FOUND``.
-``quit``
-    closes the connection.
+or type at it with ``nc 127.0.0.1 11211``.
 
-A key is 1 to 250 bytes with no spaces or control characters. An unknown
-command gets ``ERROR``, bad arguments get ``CLIENT_ERROR <reason>``, and the
-connection carries on. A ``set`` whose key is bad but whose length is valid
-still consumes its data block, so the next command is read in sync.
+It speaks the classic text protocol of memcached's ``doc/protocol.txt``:
+
+- storage: ``set``, ``add``, ``replace``, ``append``, ``prepend`` and ``cas``,
+  each ``<command> <key> <flags> <exptime> <bytes> [<cas unique>] [noreply]``
+  followed by a data block of ``<bytes>`` bytes and ``\r\n``;
+- retrieval: ``get``/``gets`` and ``gat``/``gats`` (get and touch) with any
+  number of keys;
+- ``delete``, ``incr``/``decr``, ``touch``, ``flush_all [delay]``, ``stats``,
+  ``version``, ``verbosity`` and ``quit``.
+
+Replies follow memcached 1.6 to the byte, and a test checks that against the
+real server, including its quirks: a ``noreply`` command sends nothing, not
+even its error; a decrement that shortens a number keeps the value's length,
+padded with spaces; a ``set`` of an item that is too large also deletes the
+key's old value. The differences: ``version`` and ``stats`` describe this
+server; the meta commands (``mg``, ``ms``, ...) and binary protocol are not
+supported (``ERROR``); and a delayed ``flush_all`` judges items by when they
+were stored, where memcached uses when they were last fetched.
+
+What it shows about `LineServer`:
+
+- raw mode: each data block is read with `LineConnection.read_exactly`,
+  after the command line, even when it holds ``\r\n`` itself;
+- per-connection state: `KVConnection`, the server's ``connection_class``,
+  counts each client's commands (``stats`` reports them);
+- bounded memory: values are at most ``max_item_size`` bytes (1 MiB), the
+  store at most ``max_memory`` (64 MiB) with least-recently-used eviction,
+  and a command line at most 1 MiB (the connection is closed beyond).
+  A block that is too large is read and discarded in small pieces, never
+  held.
+
+Expiry reads the ``clock`` the server was given (`time.time` by default),
+so tests can move time by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tornado.log import enable_pretty_logging
 
 from tornado_echo import IncompleteReadError, LineConnection, LineServer, run
 
+__version__ = "tornado_echo-kv-1.0"
+
 log = logging.getLogger("kv_server")
 
-#: memcached's limit, so that keys are portable between the two.
+#: memcached's limits and defaults.
 MAX_KEY_LENGTH = 250
+DEFAULT_MAX_ITEM_SIZE = 1024 * 1024
+DEFAULT_MAX_MEMORY = 64 * 1024 * 1024
+#: Bytes charged per item besides its key and value, about what memcached's
+#: item header costs, so that many tiny items cannot dodge the memory bound.
+ITEM_OVERHEAD = 56
+#: An exptime above 30 days is an absolute Unix time, not a delay.
+MAX_RELATIVE_EXPTIME = 30 * 24 * 60 * 60
+#: How much of a refused data block is read at a time while discarding it.
+DISCARD_CHUNK = 64 * 1024
 
-BAD_KEY = "CLIENT_ERROR key must be 1 to 250 bytes with no control characters"
-BAD_LENGTH = "CLIENT_ERROR length must be a non-negative integer"
+MAX_U32 = 2**32 - 1
+MAX_U64 = 2**64 - 1
+MAX_I32 = 2**31 - 1
+MAX_I64 = 2**63 - 1
+
+# --- numbers, parsed as memcached's safe_strto* functions parse them --------
+
+# strtol and friends: optional leading whitespace and sign, decimal digits,
+# then the end of the token or whitespace (or a NUL, which ends a C string).
+_NUMBER = re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]+)(?:[ \t\n\v\f\r\x00]|\Z)")
 
 
-def is_valid_key(key: bytes) -> bool:
-    """True if ``key`` is 1 to 250 bytes, none of them space or control."""
-    return 0 < len(key) <= MAX_KEY_LENGTH and all(b > 32 and b != 127 for b in key)
+def _c_integer(token: bytes) -> tuple[int, bool] | None:
+    """(magnitude, negative) of a C-style integer token, or None."""
+    match = _NUMBER.match(token)
+    if match is None:
+        return None
+    return int(match[2]), match[1] == b"-"
+
+
+def parse_u64(token: bytes) -> int | None:
+    """An unsigned 64-bit number as ``safe_strtoull`` reads it, or None.
+
+    >>> parse_u64(b"18446744073709551615"), parse_u64(b"-1"), parse_u64(b"1x")
+    (18446744073709551615, None, None)
+    """
+    parsed = _c_integer(token)
+    if parsed is None or parsed[0] > MAX_U64:
+        return None
+    value, negative = parsed
+    if negative:
+        value = -value & MAX_U64
+        # strtoull accepts a sign; memcached refuses it once it shows.
+        if value > MAX_I64:
+            return None
+    return value
+
+
+def parse_u32(token: bytes) -> int | None:
+    """A 32-bit unsigned number (flags): ``safe_strtoul`` into a uint32."""
+    value = parse_u64(token)
+    return None if value is None else value & MAX_U32
+
+
+def parse_i32(token: bytes) -> int | None:
+    """A signed number (exptime, length): ``safe_strtol`` into an int32.
+
+    memcached parses a 64-bit long and stores it in 32 bits, so large values
+    wrap; so do they here.
+    """
+    parsed = _c_integer(token)
+    if parsed is None:
+        return None
+    value = -parsed[0] if parsed[1] else parsed[0]
+    if not -MAX_I64 - 1 <= value <= MAX_I64:
+        return None
+    return (value + 2**31) % 2**32 - 2**31
+
+
+# --- the store: no I/O, no protocol ------------------------------------------
+
+
+@dataclass(slots=True)
+class Item:
+    """One stored value and its metadata."""
+
+    value: bytes
+    flags: int
+    #: Clock time it expires at; 0 for never.
+    expires: float
+    cas: int
+    #: Clock time it was stored, for a delayed ``flush_all``.
+    stored: float
+
+
+class Store:
+    """Items by key, in least-recently-used order, within ``max_memory``.
+
+    ``clock`` gives the current time in seconds; every expiry is measured
+    against it.
+    """
+
+    def __init__(self, max_memory: int, clock: Callable[[], float]) -> None:
+        self.max_memory = max_memory
+        self.clock = clock
+        self.started = clock()
+        self.memory = 0
+        self.evictions = 0
+        self._items: OrderedDict[bytes, Item] = OrderedDict()
+        self._last_cas = 0
+        # A delayed flush_all: items stored at or before this time are gone
+        # once the clock reaches it.
+        self._flush_until: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def next_cas(self) -> int:
+        """A new cas unique; memcached numbers them from 1, server-wide."""
+        self._last_cas += 1
+        return self._last_cas
+
+    def expiry(self, exptime: int) -> float:
+        """The clock time an exptime means (0: never), as memcached reads it.
+
+        A negative exptime has already expired; one above 30 days is an
+        absolute Unix time.
+        """
+        if exptime == 0:
+            return 0
+        if exptime < 0:
+            return -1
+        if exptime > MAX_RELATIVE_EXPTIME:
+            return exptime
+        return self.clock() + exptime
+
+    def get(self, key: bytes) -> Item | None:
+        """The live item stored under ``key``, now the most recently used."""
+        item = self.peek(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def peek(self, key: bytes) -> Item | None:
+        """The live item under ``key``, leaving the LRU order alone."""
+        item = self._items.get(key)
+        if item is None:
+            return None
+        now = self.clock()
+        flush = self._flush_until
+        if (item.expires and item.expires <= now) or (
+            flush is not None and flush <= now and item.stored <= flush
+        ):
+            self.delete(key)
+            return None
+        return item
+
+    def put(self, key: bytes, value: bytes, flags: int, expires: float) -> Item:
+        """Store a value under a new cas unique, evicting what it takes."""
+        self.delete(key)
+        item = Item(value, flags, expires, self.next_cas(), self.clock())
+        self.memory += self._cost(key, value)
+        self._items[key] = item
+        while self.memory > self.max_memory:
+            old_key = next(iter(self._items))
+            self.delete(old_key)
+            self.evictions += 1
+        return item
+
+    def rewrite(self, key: bytes, item: Item, value: bytes) -> None:
+        """Give an item a new value of the same length in place (``decr``)."""
+        assert len(value) == len(item.value)
+        item.value = value
+        item.cas = self.next_cas()
+        self._items.move_to_end(key)
+
+    def delete(self, key: bytes) -> bool:
+        item = self._items.pop(key, None)
+        if item is None:
+            return False
+        self.memory -= self._cost(key, item.value)
+        return True
+
+    def flush(self, until: float) -> None:
+        """Drop every item stored at or before ``until``, when it comes."""
+        if until <= self.clock():
+            self._items.clear()
+            self.memory = 0
+            self._flush_until = None
+            # memcached marks an immediate flush with a cas unique of its own.
+            self.next_cas()
+        else:
+            self._flush_until = until
+
+    @staticmethod
+    def _cost(key: bytes, value: bytes) -> int:
+        return len(key) + len(value) + ITEM_OVERHEAD
+
+
+# --- the protocol -------------------------------------------------------------
+
+Reply = bytes | None
+
+BAD_FORMAT = b"CLIENT_ERROR bad command line format"
+BAD_EXPTIME = b"CLIENT_ERROR invalid exptime argument"
+BAD_DELETE = b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
+
+#: Arguments each storage command takes after its name: key, flags,
+#: exptime, bytes, and for cas the cas unique.
+STORAGE_ARGS = {b"set": 4, b"add": 4, b"replace": 4, b"append": 4, b"prepend": 4}
+STORAGE_ARGS[b"cas"] = 5
+
+
+class KVConnection(LineConnection):
+    """A client of `KVServer`, with the state it keeps per connection."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        #: Commands this client sent.
+        self.commands = 0
+
+
+Handler = Callable[[KVConnection, list[bytes]], Awaitable[Reply]]
+
+
+def check_limits(max_item_size: int, max_memory: int) -> None:
+    """Raise `ValueError` unless the limits make a usable store."""
+    if max_item_size < 1:
+        raise ValueError(f"max_item_size must be at least 1, not {max_item_size}")
+    if max_memory < max_item_size + MAX_KEY_LENGTH + ITEM_OVERHEAD:
+        raise ValueError("max_memory must hold at least one item of max_item_size")
 
 
 class KVServer(LineServer):
-    """An in-memory key-value store shared by all its clients.
+    """A memcached-compatible store shared by all its clients.
 
-    ``max_value_size`` bounds a value; pass it to the constructor to
-    override the class default for one server.
+    ``max_item_size`` bounds one value and ``max_memory`` the whole store,
+    in bytes; ``clock`` is the time source for expiry.
     """
 
-    delimiter = b"\r\n"
-    # A valid command is at most about 280 bytes; replying and skipping a
-    # longer line keeps the connection usable, where "close" would not.
-    max_line_length = 1024
-    on_long_line = "reply"
-    long_line_reply = "CLIENT_ERROR line too long"
-    #: The largest value ``set`` accepts, in bytes. A block is held in memory
-    #: whole, so this is also what one client can make the server buffer.
-    max_value_size = 1024 * 1024
+    # memcached ends lines with "\r\n" but, like it, accept a bare "\n" too.
+    delimiter = b"\n"
+    # Long enough for a get of 4,000 keys of the longest kind.
+    max_line_length = 1024 * 1024
+    on_long_line = "close"
+    connection_class = KVConnection
 
-    def __init__(self, *, max_value_size: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        max_item_size: int = DEFAULT_MAX_ITEM_SIZE,
+        max_memory: int = DEFAULT_MAX_MEMORY,
+        clock: Callable[[], float] = time.time,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        if max_value_size is not None:
-            self.max_value_size = max_value_size
-        self.store: dict[bytes, bytes] = {}
+        check_limits(max_item_size, max_memory)
+        self.max_item_size = max_item_size
+        self.store = Store(max_memory, clock)
+        self.verbosity = 0
+        self.commands: dict[bytes, Handler] = dict.fromkeys(STORAGE_ARGS, self._store)
+        self.commands.update(
+            {
+                b"get": self._get,
+                b"gets": self._get,
+                b"gat": self._get,
+                b"gats": self._get,
+                b"delete": self._delete,
+                b"incr": self._incr,
+                b"decr": self._incr,
+                b"touch": self._touch,
+                b"flush_all": self._flush_all,
+                b"verbosity": self._verbosity,
+                b"stats": self._stats,
+                b"version": self._version,
+                b"quit": self._quit,
+            }
+        )
 
-    async def handle_line(self, conn: LineConnection, line: bytes) -> str | None:
-        command, *args = line.split(b" ")
-        if command == b"set":
-            return await self._set(conn, args)
-        if command == b"get":
-            return await self._get(conn, args)
-        if command == b"delete":
-            if len(args) != 1:
-                return "CLIENT_ERROR usage: delete <key>"
-            if not is_valid_key(args[0]):
-                return BAD_KEY
-            return (
-                "DELETED" if self.store.pop(args[0], None) is not None else "NOT_FOUND"
-            )
-        if command == b"quit" and not args:
-            conn.finish()
-            return None
-        return "ERROR"
-
-    async def _set(self, conn: LineConnection, args: list[bytes]) -> str | None:
-        if len(args) != 2:
-            return "CLIENT_ERROR usage: set <key> <bytes>"
-        key, length = args
-        # isdigit, unlike int(), refuses signs, spaces and underscores.
-        if not length.isdigit():
-            return BAD_LENGTH
-        size = int(length)
-        if size > self.max_value_size:
-            await conn.send_line("CLIENT_ERROR value too large")
-            conn.finish()
-            return None
-        try:
-            block = await conn.read_exactly(size + 2)
-        except IncompleteReadError as exc:
-            # The client hung up mid-block: network weather, not a bug.
-            log.info(
-                "%s: closed after %d of %d bytes of a data block",
-                conn.peer,
-                len(exc.partial),
-                exc.expected,
-            )
+    async def handle_line(self, conn: LineConnection, line: bytes) -> None:
+        assert isinstance(conn, KVConnection)
+        conn.commands += 1
+        # memcached reads a command as a C string, so a NUL ends it, and
+        # splits it at spaces only.
+        line = line.split(b"\0", 1)[0]
+        if len(line) > 1 and line.endswith(b"\r"):
+            line = line[:-1]
+        words = [word for word in line.split(b" ") if word]
+        handler = self.commands.get(words[0]) if words else None
+        if handler is not None:
+            reply = await handler(conn, words)
+        elif is_http(words):
             conn.close()
-            return None
-        if not is_valid_key(key):
-            return BAD_KEY
-        if not block.endswith(b"\r\n"):
-            return "CLIENT_ERROR bad data chunk"
-        self.store[key] = block[:-2]
-        return "STORED"
+            return
+        else:
+            reply = b"ERROR"
+        if reply is not None and not conn.closed:
+            await conn.write(reply + b"\r\n")
 
-    async def _get(self, conn: LineConnection, args: list[bytes]) -> str | None:
-        if len(args) != 1:
-            return "CLIENT_ERROR usage: get <key>"
-        key = args[0]
-        if not is_valid_key(key):
-            return BAD_KEY
-        value = self.store.get(key)
-        if value is None:
-            return "END"
-        await conn.write(b"VALUE %s %d\r\n%s\r\nEND\r\n" % (key, len(value), value))
+    # Each handler gets the command's words and returns its reply without
+    # the final "\r\n", or None for no reply.
+
+    async def _store(self, conn: KVConnection, words: list[bytes]) -> Reply:
+        command = words[0]
+        nargs = STORAGE_ARGS[command]
+        if len(words) not in (nargs + 1, nargs + 2):
+            return b"ERROR"
+        noreply = words[-1] == b"noreply"
+        key = words[1]
+        if len(key) > MAX_KEY_LENGTH:
+            # memcached does not read the block here: it arrives as commands.
+            return quiet(noreply, BAD_FORMAT)
+        flags, exptime, length = (
+            parse_u32(words[2]),
+            parse_i32(words[3]),
+            parse_i32(words[4]),
+        )
+        cas = parse_u64(words[5]) if command == b"cas" else 0
+        if flags is None or exptime is None or length is None or cas is None:
+            return quiet(noreply, BAD_FORMAT)
+        if length < 0 or length > MAX_I32 - 2:
+            return quiet(noreply, BAD_FORMAT)
+        if length > self.max_item_size:
+            if command == b"set":
+                # A failed set must not leave the old value to be read.
+                self.store.delete(key)
+            if not noreply:
+                await conn.write(b"SERVER_ERROR object too large for cache\r\n")
+            await self._discard(conn, length + 2)
+            return None
+        expires = self.store.expiry(exptime)
+        try:
+            block = await conn.read_exactly(length + 2)
+        except IncompleteReadError as exc:
+            self._hung_up(conn, exc)
+            return None
+        if not block.endswith(b"\r\n"):
+            return quiet(noreply, b"CLIENT_ERROR bad data chunk")
+        return quiet(
+            noreply, self._apply(command, key, block[:-2], flags, expires, cas)
+        )
+
+    def _apply(
+        self,
+        command: bytes,
+        key: bytes,
+        value: bytes,
+        flags: int,
+        expires: float,
+        cas: int,
+    ) -> bytes:
+        store = self.store
+        old = store.peek(key)
+        if command == b"set":
+            pass
+        elif command == b"add":
+            if old is not None:
+                store.get(key)  # memcached freshens it in the LRU
+                return b"NOT_STORED"
+        elif command == b"replace":
+            if old is None:
+                return b"NOT_STORED"
+        elif command == b"cas":
+            if old is None:
+                return b"NOT_FOUND"
+            if cas != old.cas:
+                return b"EXISTS"
+        else:  # append, prepend: the old item keeps its flags and expiry
+            if old is None:
+                return b"NOT_STORED"
+            value = old.value + value if command == b"append" else value + old.value
+            if len(value) > self.max_item_size:
+                return b"NOT_STORED"
+            flags, expires = old.flags, old.expires
+        store.put(key, value, flags, expires)
+        return b"STORED"
+
+    async def _get(self, conn: KVConnection, words: list[bytes]) -> Reply:
+        command = words[0]
+        if len(words) < 2:
+            return b"ERROR"
+        keys = words[1:]
+        touch = command.startswith(b"gat")
+        with_cas = command.endswith(b"s")
+        expires = 0.0
+        if touch:
+            exptime = parse_i32(keys.pop(0))
+            if exptime is None:
+                return BAD_EXPTIME
+            expires = self.store.expiry(exptime)
+        out = []
+        for key in keys:
+            if len(key) > MAX_KEY_LENGTH:
+                # memcached drops the values it found so far, too.
+                return BAD_FORMAT
+            item = self.store.get(key)
+            if item is None:
+                continue
+            if touch:
+                item.expires = expires
+            cas = b" %d" % item.cas if with_cas else b""
+            out.append(
+                b"VALUE %s %d %d%s\r\n%s\r\n"
+                % (key, item.flags, len(item.value), cas, item.value)
+            )
+        out.append(b"END")
+        return b"".join(out)
+
+    async def _delete(self, conn: KVConnection, words: list[bytes]) -> Reply:
+        if not 2 <= len(words) <= 4:
+            return b"ERROR"
+        noreply = False
+        if len(words) > 2:
+            # "delete <key> 0" is an old form memcached still accepts.
+            hold_is_zero = words[2] == b"0"
+            noreply = words[-1] == b"noreply"
+            if not (
+                (len(words) == 3 and (hold_is_zero or noreply))
+                or (len(words) == 4 and hold_is_zero and noreply)
+            ):
+                return quiet(noreply, BAD_DELETE)
+        key = words[1]
+        if len(key) > MAX_KEY_LENGTH:
+            return quiet(noreply, BAD_FORMAT)
+        found = self.store.peek(key) is not None and self.store.delete(key)
+        return quiet(noreply, b"DELETED" if found else b"NOT_FOUND")
+
+    async def _incr(self, conn: KVConnection, words: list[bytes]) -> Reply:
+        if len(words) not in (3, 4):
+            return b"ERROR"
+        noreply = words[-1] == b"noreply"
+        key = words[1]
+        if len(key) > MAX_KEY_LENGTH:
+            return quiet(noreply, BAD_FORMAT)
+        delta = parse_u64(words[2])
+        if delta is None:
+            return quiet(noreply, b"CLIENT_ERROR invalid numeric delta argument")
+        item = self.store.get(key)
+        if item is None:
+            return quiet(noreply, b"NOT_FOUND")
+        number = parse_u64(item.value) if item.value else None
+        if number is None:
+            return quiet(
+                noreply, b"CLIENT_ERROR cannot increment or decrement non-numeric value"
+            )
+        if words[0] == b"incr":
+            number = (number + delta) & MAX_U64  # wraps, as in C
+        else:
+            number = max(number - delta, 0)  # stops at zero
+        digits = b"%d" % number
+        if len(digits) <= len(item.value):
+            # memcached rewrites the value in place, padded with spaces.
+            self.store.rewrite(key, item, digits.ljust(len(item.value)))
+        else:
+            self.store.put(key, digits, item.flags, item.expires)
+        return quiet(noreply, digits)
+
+    async def _touch(self, conn: KVConnection, words: list[bytes]) -> Reply:
+        if len(words) not in (3, 4):
+            return b"ERROR"
+        noreply = words[-1] == b"noreply"
+        key = words[1]
+        if len(key) > MAX_KEY_LENGTH:
+            return quiet(noreply, BAD_FORMAT)
+        exptime = parse_i32(words[2])
+        if exptime is None:
+            return quiet(noreply, BAD_EXPTIME)
+        item = self.store.get(key)
+        if item is None:
+            return quiet(noreply, b"NOT_FOUND")
+        item.expires = self.store.expiry(exptime)
+        return quiet(noreply, b"TOUCHED")
+
+    async def _flush_all(self, conn: KVConnection, words: list[bytes]) -> Reply:
+        if len(words) > 3:
+            return b"ERROR"
+        noreply = words[-1] == b"noreply"
+        delay = 0
+        if len(words) != (2 if noreply else 1):
+            parsed = parse_i32(words[1])
+            if parsed is None:
+                return quiet(noreply, BAD_EXPTIME)
+            delay = parsed
+        store = self.store
+        # As in memcached, what was stored up to a second before the deadline
+        # goes; a delay of 0 or 1 (or one in the past) is a flush right now.
+        until = store.expiry(delay) - 1 if delay > 0 else store.clock()
+        store.flush(until)
+        return quiet(noreply, b"OK")
+
+    async def _verbosity(self, conn: KVConnection, words: list[bytes]) -> Reply:
+        if len(words) not in (2, 3):
+            return b"ERROR"
+        noreply = words[-1] == b"noreply"
+        level = parse_u32(words[1])
+        if level is None:
+            return quiet(noreply, BAD_FORMAT)
+        # Kept for clients that set it; this server logs through `logging`.
+        self.verbosity = level
+        return quiet(noreply, b"OK")
+
+    async def _stats(self, conn: KVConnection, words: list[bytes]) -> Reply:
+        if len(words) > 1:
+            return b"ERROR"  # no sub-statistics ("stats items", ...) here
+        store = self.store
+        now = store.clock()
+        stats: dict[str, object] = {
+            "pid": os.getpid(),
+            "uptime": int(now - store.started),
+            "time": int(now),
+            "version": __version__,
+            "curr_connections": self.connection_count,
+            "connection_commands": conn.commands,
+            "curr_items": len(store),
+            "bytes": store.memory,
+            "limit_maxbytes": store.max_memory,
+            "item_size_max": self.max_item_size,
+            "evictions": store.evictions,
+        }
+        lines = [
+            b"STAT %s %s\r\n" % (k.encode(), str(v).encode()) for k, v in stats.items()
+        ]
+        return b"".join(lines) + b"END"
+
+    async def _version(self, conn: KVConnection, words: list[bytes]) -> Reply:
+        return b"VERSION " + __version__.encode()
+
+    async def _quit(self, conn: KVConnection, words: list[bytes]) -> Reply:
+        conn.finish()
         return None
+
+    async def _discard(self, conn: KVConnection, size: int) -> None:
+        """Read and drop ``size`` bytes, a piece at a time."""
+        while size and not conn.closed:
+            try:
+                size -= len(await conn.read_exactly(min(size, DISCARD_CHUNK)))
+            except IncompleteReadError as exc:
+                self._hung_up(conn, exc)
+
+    @staticmethod
+    def _hung_up(conn: KVConnection, exc: IncompleteReadError) -> None:
+        # The client went away mid-block: network weather, not a bug.
+        log.info(
+            "%s: closed after %d of %d bytes of a data block",
+            conn.peer,
+            len(exc.partial),
+            exc.expected,
+        )
+        conn.close()
+
+
+def is_http(words: list[bytes]) -> bool:
+    """True for what memcached takes for an HTTP request, which it hangs up on.
+
+    It looks at the last word only after ruling out every command it
+    knows by its first letter.
+    """
+    return (
+        len(words) > 0
+        and len(words[0]) >= 2
+        and words[0][:1] not in b"mgsacidt"
+        and words[-1].startswith(b"HTTP/")
+    )
+
+
+def quiet(noreply: bool, reply: bytes) -> Reply:
+    """``reply``, unless the command said ``noreply``: then nothing, even
+    an error, as memcached does."""
+    return None if noreply else reply
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="A memcached-compatible key-value store."
+    )
+    parser.add_argument("--port", type=int, default=11211, help="0 picks a free port")
+    parser.add_argument(
+        "--max-item-size",
+        type=int,
+        default=DEFAULT_MAX_ITEM_SIZE,
+        metavar="BYTES",
+        help="the largest value (default: 1 MiB)",
+    )
+    parser.add_argument(
+        "--max-memory",
+        type=int,
+        default=DEFAULT_MAX_MEMORY // 2**20,
+        metavar="MiB",
+        help="memory for items before the least recently used go (default: 64)",
+    )
+    args = parser.parse_args()
+    limits = {
+        "max_item_size": args.max_item_size,
+        "max_memory": args.max_memory * 2**20,
+    }
+    try:
+        check_limits(**limits)
+    except ValueError as exc:
+        parser.error(str(exc))
+    enable_pretty_logging()
+    # A factory: servers are made inside the running event loop.
+    run(args.port, server=functools.partial(KVServer, **limits))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="A memcached-style key-value store.")
-    parser.add_argument("--port", type=int, default=10000, help="0 picks a free port")
-    enable_pretty_logging()
-    run(parser.parse_args().port, server=KVServer)
+    main()

@@ -8,8 +8,12 @@ the server closed each connection whose client went away.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -22,6 +26,20 @@ from tornado_echo.server import EchoServer
 from tornado_echo.testing import ServerAddress
 
 EchoImpl = EchoServer | RawEchoServer
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py``; examples/ is not a package."""
+    spec = importlib.util.spec_from_file_location(
+        f"example_{name}", EXAMPLES / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 IMPLS: dict[str, Callable[[], EchoImpl]] = {
     "stream": EchoServer,
