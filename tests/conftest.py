@@ -41,6 +41,7 @@ def load_example(name: str) -> ModuleType:
     spec.loader.exec_module(module)
     return module
 
+
 IMPLS: dict[str, Callable[[], EchoImpl]] = {
     "stream": EchoServer,
     "compat": RawEchoServer,

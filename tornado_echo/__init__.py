@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tornado_echo.server import EchoServer
     from tornado_echo.stats import ServerStats
 
+#: The package's version (PEP 440); setup.cfg and the docs read it from here.
 __version__ = "0.3.0.dev0"
 
 _EXPORTS = {

@@ -92,6 +92,12 @@ def _delimiter(text: str) -> bytes:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    r"""The ``tornado-echo`` argument parser (the CLI reference is built from it).
+
+    >>> args = build_parser().parse_args(["--lines", "--delimiter", r"\r\n"])
+    >>> args.lines, args.delimiter, args.on_long_line
+    (True, b'\r\n', 'close')
+    """
     parser = argparse.ArgumentParser(
         prog="tornado-echo",
         description="A TCP echo server (RFC 862) on Tornado.",

@@ -105,9 +105,10 @@ class RawEchoServer(ServerLifecycle):
     """An echo server built on raw `.IOLoop` fd handlers.
 
     It behaves like `.EchoServer` (same echo, half-close, backpressure,
-    limits, timeouts, stats and `shutdown`) and offers the same lifecycle
-    surface: `listen`, `add_sockets`, `stop`, `shutdown`, `stats` and
-    `connection_count`.
+    limits, timeouts, stats and `~.ServerLifecycle.shutdown`) and offers the
+    same lifecycle surface: `listen`, `add_sockets`,
+    `~.ServerLifecycle.stop`, `~.ServerLifecycle.shutdown`,
+    `~.ServerLifecycle.stats` and `~.ServerLifecycle.connection_count`.
 
     ``protocol`` decides what is sent back, as for `.EchoServer` (the same
     `.ByteEcho` or `.LineEcho` objects run on both). ``high_water_mark`` is
@@ -119,7 +120,7 @@ class RawEchoServer(ServerLifecycle):
     .. versionadded:: 0.1.0
 
     .. versionchanged:: 0.3.0
-       The ``limits`` argument and `stats`.
+       The ``limits`` argument and `~.ServerLifecycle.stats`.
     """
 
     #: The loop the listeners were added on; connections register with it.

@@ -3,10 +3,10 @@
 `.EchoServer` (on `.IOStream`) and `.RawEchoServer` (on raw fd handlers) do
 the I/O; an *echo protocol* decides what to send back. It is a plain
 object, with no Tornado import: the driver feeds it every chunk it reads
-(``b""`` at end of input) and sends whatever it returns; once `finished`
-is true the driver sends that last answer and closes. Both drivers run the
-same protocol objects, so the byte echo and the line echo behave the same
-on either.
+(``b""`` at end of input) and sends whatever it returns; once
+`~EchoProtocol.finished` is true the driver sends that last answer and
+closes. Both drivers run the same protocol objects, so the byte echo and
+the line echo behave the same on either.
 
 >>> proto = LineEcho("127.0.0.1:5000", max_line_length=4, on_long_line="reply")
 >>> proto.receive_data(b"ab\\ntoo long\\ncd")
@@ -61,7 +61,18 @@ ProtocolFactory = Callable[[str], EchoProtocol]
 
 
 class ByteEcho:
-    """RFC 862: every byte back, as it arrives, until the client's EOF."""
+    """RFC 862: every byte back, as it arrives, until the client's EOF.
+
+    >>> echo = ByteEcho("127.0.0.1:5000")
+    >>> echo.receive_data(b"hello")
+    b'hello'
+    >>> echo.receive_data(b"")
+    b''
+    >>> echo.finished
+    True
+
+    .. versionadded:: 0.2.0
+    """
 
     __slots__ = ("finished",)
 
@@ -75,12 +86,22 @@ class ByteEcho:
 
 
 class LineEcho:
-    """Echo complete lines, and the unterminated tail at EOF, as received.
+    r"""Echo complete lines, and the unterminated tail at EOF, as received.
 
     Overlong lines follow ``on_long_line``: ``close`` (never echoed; the
     connection closes after what is owed), ``skip`` (dropped, still in sync)
     or ``reply`` (an error line, then as ``skip``). Each is logged once at
     INFO with the peer.
+
+    >>> echo = LineEcho(delimiter=b"\r\n", max_line_length=3, on_long_line="skip")
+    >>> echo.receive_data(b"one\r\nlonger\r\ntwo\r")
+    b'one\r\n'
+    >>> echo.receive_data(b"\n")
+    b'two\r\n'
+    >>> echo.lines, echo.lines_too_long
+    (2, 1)
+
+    .. versionadded:: 0.2.0
     """
 
     __slots__ = (
@@ -110,8 +131,9 @@ class LineEcho:
         self._peer = peer
         self.on_long_line = on_long_line
         self.finished = False
-        #: Lines echoed, and overlong lines refused, so far (for stats).
+        #: Lines echoed so far (for stats).
         self.lines = 0
+        #: Overlong lines refused so far (for stats).
         self.lines_too_long = 0
         # A chunk no longer than this that ends with the delimiter, arriving
         # while the framer holds nothing, is whole lines within the cap, and

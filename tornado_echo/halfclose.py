@@ -7,10 +7,11 @@ the tail itself when echoing. `BaseIOStream` documents ``read_from_fd`` and
 ``close_fd`` as the methods a subclass provides; this one uses them to notice
 the FIN and to keep the socket open when that is why the stream closed.
 Later writes go through a fresh `.IOStream` on the same socket, and a second
-`close` releases it.
+`~HalfCloseIOStream.close` releases it.
 
-The same two documented hooks, plus `write`, also take the two costs off an
-echo's hot path that need no knowledge of Tornado's internals:
+The same two documented hooks, plus `~HalfCloseIOStream.write`, also take
+the two costs off an echo's hot path that need no knowledge of Tornado's
+internals:
 
 * after a read that returned less than was asked for, the socket is empty,
   so the next read does not call ``recv`` just to get ``EAGAIN`` (and an
@@ -20,7 +21,7 @@ echo's hot path that need no knowledge of Tornado's internals:
   the kernel took it all, the returned `.Future` is already resolved,
   without Tornado's write buffer and bookkeeping.
 
-`tornado_echo._fastpath` goes further on the Tornado versions it was
+``tornado_echo._fastpath`` goes further on the Tornado versions it was
 checked against.
 """
 
@@ -65,8 +66,9 @@ class CountingIOStream(IOStream):
         #: The connection's PROXY protocol header (a `.ProxyHeader`, with its
         #: TLVs), when the server reads one; else None.
         self.proxy_header: Any = None
-        #: Bytes received from and sent to the peer so far.
+        #: Bytes received from the peer so far.
         self.bytes_in = 0
+        #: Bytes sent to the peer so far.
         self.bytes_out = 0
 
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
@@ -99,6 +101,7 @@ class HalfCloseIOStream(CountingIOStream):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: True once the peer has half-closed (sent FIN); writes still work.
         self.peer_closed = False
         self._write_side: IOStream | None = None
         # The last recv returned less than asked: the kernel had no more.
@@ -152,6 +155,11 @@ class HalfCloseIOStream(CountingIOStream):
             super().close_fd()
 
     def write(self, data: bytes | memoryview) -> Future[None]:
+        """Send ``data``, as `.IOStream.write` does, even after the peer's FIN.
+
+        With nothing queued before it, the data goes straight to ``send``;
+        if the kernel takes it all, the returned `.Future` is already done.
+        """
         if self._write_side is not None:
             # Counted when queued: the write side is a plain IOStream.
             self.bytes_out += len(data)
@@ -201,6 +209,11 @@ class HalfCloseIOStream(CountingIOStream):
         self.close()  # the second close releases the write side, if kept
 
     def close(self, exc_info: Any = False) -> None:
+        """Close the stream; after the peer's FIN, call it twice.
+
+        Once the peer has half-closed, the first call keeps the socket open
+        for writing (`peer_closed`); the second closes it for good.
+        """
         if self.closed() and self._write_side is not None:
             self._write_side.close()
             self._write_side = None

@@ -10,10 +10,10 @@ the one base that both drivers (`.EchoServer` and `.LineServer` on
   ``connection_count`` and ``shutdown(timeout)``;
 * applies `.Limits`: the connection cap pauses accepting, and a periodic
   sweep closes idle and stalled connections;
-* keeps the counters behind `stats`.
+* keeps the counters behind `~ServerLifecycle.stats`.
 
-A driver calls `_track` when a connection starts, and `_untrack` once it is
-closed; the connection object (a stream, or a raw connection) satisfies
+A driver calls ``_track`` when a connection starts, and ``_untrack`` once it
+is closed; the connection object (a stream, or a raw connection) satisfies
 `Connection`.
 """
 
@@ -153,8 +153,8 @@ class ServerLifecycle:
     """Base of every server: tracking, limits, timeouts, stats and shutdown.
 
     Subclasses create ``self._acceptor`` and ``self._connections`` (with
-    `_init_lifecycle`), hand accepted sockets to their drivers, and call
-    `_track` / `_untrack` around each connection's life.
+    ``_init_lifecycle``), hand accepted sockets to their drivers, and call
+    ``_track`` / ``_untrack`` around each connection's life.
     """
 
     _connections: ConnectionTracker

@@ -85,7 +85,15 @@ handshake_timeout=10.0)
         return self.max_connections
 
     def sweep_interval(self) -> float | None:
-        """Seconds between timeout sweeps; ``None`` if both timeouts are off."""
+        """Seconds between timeout sweeps; ``None`` if both timeouts are off.
+
+        >>> Limits(idle_timeout=2).sweep_interval()  # a quarter of the shortest
+        0.5
+        >>> Limits().sweep_interval()  # but at most once a second
+        1.0
+        >>> Limits(idle_timeout=0, write_timeout=0).sweep_interval() is None
+        True
+        """
         timeouts = [t for t in (self.idle_timeout, self.write_timeout) if t > 0]
         if not timeouts:
             return None

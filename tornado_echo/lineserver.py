@@ -66,8 +66,9 @@ class LineConnection:
         self._closed = False
         self._finishing = False
         self._at_eof = False
-        #: Lines handled, and overlong lines refused, on this connection.
+        #: Lines handled on this connection.
         self.lines = 0
+        #: Overlong lines refused on this connection.
         self.lines_too_long = 0
 
     def __repr__(self) -> str:
@@ -201,8 +202,8 @@ class LineServer(TrackedTCPServer):
     When the client half-closes, every line it sent is answered, then
     `handle_eof` runs with the unterminated tail (it may still write, except
     on TLS connections, where the close is final), then the connection
-    closes. Connections are tracked and `shutdown` drains them, as for
-    `.EchoServer`.
+    closes. Connections are tracked and `~.ServerLifecycle.shutdown` drains
+    them, as for `.EchoServer`.
 
     The smallest server, runnable as is::
 

@@ -37,6 +37,13 @@ def is_peer_gone(exc: BaseException) -> bool:
 
     These are ordinary network conditions, not bugs, so they are logged
     without a traceback.
+
+    >>> is_peer_gone(ConnectionResetError(errno.ECONNRESET, "reset by peer"))
+    True
+    >>> is_peer_gone(StreamClosedError())  # a clean EOF
+    True
+    >>> is_peer_gone(KeyError("bug"))
+    False
     """
     if isinstance(exc, StreamClosedError):
         return exc.real_error is None or is_peer_gone(exc.real_error)
@@ -62,7 +69,17 @@ def log_connection_error(address: Any, exc: BaseException) -> None:
 
 
 def format_address(address: Any) -> str:
-    """``host:port`` for an IP peer, the path (or ``unix``) for a unix socket."""
+    r"""``host:port`` for an IP peer, the path (or ``unix``) for a unix socket.
+
+    >>> format_address(("192.0.2.1", 5000))
+    '192.0.2.1:5000'
+    >>> format_address(("2001:db8::1", 5000, 0, 0))
+    '[2001:db8::1]:5000'
+    >>> format_address("/run/echo.sock"), format_address("")
+    ('/run/echo.sock', 'unix')
+    >>> format_address(b"\0echo")  # the abstract namespace
+    '@echo'
+    """
     if isinstance(address, tuple) and len(address) >= 2:
         host = str(address[0])
         return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"

@@ -38,6 +38,9 @@ def loop_factory(name: LoopName) -> Callable[[], asyncio.AbstractEventLoop] | No
 
     Raises `LoopUnavailableError` if ``name`` is ``"uvloop"`` and uvloop
     cannot be imported, and `ValueError` for an unknown name.
+
+    >>> loop_factory("asyncio") is None
+    True
     """
     if name == "asyncio":
         return None

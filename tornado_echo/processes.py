@@ -80,6 +80,11 @@ def resolve_count(processes: int) -> int:
     (`os.sched_getaffinity`), not those the machine has: under ``taskset``
     or a cpuset, extra workers would only compete for the same CPUs.
 
+    >>> resolve_count(4)
+    4
+    >>> resolve_count(0) == len(os.sched_getaffinity(0))
+    True
+
     .. versionadded:: 0.3.0
     """
     if processes < 0:

@@ -180,13 +180,27 @@ class ProxyHeader:
 
 
 class ProxyHeaderParser:
-    """Reads one PROXY header, v1 or v2, from bytes fed to `receive`.
+    r"""Reads one PROXY header, v1 or v2, from bytes fed to `receive`.
 
     It takes exactly the header's bytes and never one more. Once the header
     is complete, `header` holds it and `receive` takes nothing; once
     `receive` has raised `ProxyHeaderError`, it raises it again on every
     call. ``max_v2_payload`` (0 to 65535) caps the v2 length field; see
     `V2_MAX_PAYLOAD`.
+
+    >>> parser = ProxyHeaderParser()
+    >>> parser.receive(b"PROXY TCP6 2001:db8::7 ")  # incomplete: all taken
+    23
+    >>> parser.done, parser.buffered
+    (False, 23)
+    >>> parser.receive(b"2001:db8::1 4242 443\r\nHELLO")
+    22
+    >>> parser.header.source
+    ('2001:db8::7', 4242)
+    >>> ProxyHeaderParser().receive(b"HELLO")
+    Traceback (most recent call last):
+      ...
+    tornado_echo.proxy.ProxyHeaderError: not a PROXY protocol header (it starts with b'HELLO')
 
     .. versionadded:: 0.3.0
     """

@@ -98,7 +98,7 @@ if _async_fixture is not None:
     async def tcp_client(
         _tornado_echo_registry: _Registry, tcp_address: ServerAddress
     ) -> LineClient:
-        """A `LineClient` connected to ``tcp_address``."""
+        """A `.LineClient` connected to ``tcp_address``."""
         return await _tornado_echo_registry.connect(tcp_address)
 
 else:  # pragma: no cover
@@ -124,7 +124,7 @@ def tcp_server() -> ServerSpec:
 def start_tcp_server(
     _tornado_echo_registry: _Registry,
 ) -> Callable[..., Awaitable[ServerAddress]]:
-    """``await start_tcp_server(server, host="127.0.0.1")`` → its `ServerAddress`."""
+    """``await start_tcp_server(server, host="127.0.0.1")`` → its `.ServerAddress`."""
     return _tornado_echo_registry.start
 
 
@@ -132,5 +132,5 @@ def start_tcp_server(
 def open_tcp_client(
     _tornado_echo_registry: _Registry,
 ) -> Callable[..., Awaitable[LineClient]]:
-    """``await open_tcp_client(address, delimiter=..., timeout=...)`` → `LineClient`."""
+    """``await open_tcp_client(address, delimiter=..., timeout=...)`` → `.LineClient`."""
     return _tornado_echo_registry.connect

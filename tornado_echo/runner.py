@@ -195,7 +195,7 @@ async def serve(
     with its rate limits). ``sockets`` (already listening, e.g. from systemd;
     UDP ones are served as UDP echo) replaces all of that.
     The ``listening on`` log lines and ``ready``, called with the bound
-    addresses, show the real ones. Raises `ListenError` if an address
+    addresses, show the real ones. Raises `.ListenError` if an address
     cannot be bound.
 
     ``limits`` (a `.Limits`) and ``ssl_options`` (an `ssl.SSLContext`, see

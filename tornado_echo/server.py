@@ -77,7 +77,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
     .. versionadded:: 0.1.0
 
     .. versionchanged:: 0.3.0
-       The ``limits`` argument, `stats`, and calm accepts.
+       The ``limits`` argument, `~.ServerLifecycle.stats`, and calm accepts.
     """
 
     def __init__(self, **options: Unpack[TCPServerOptions]) -> None:
@@ -205,7 +205,8 @@ class EchoServer(TrackedTCPServer):
     written back, and the server closes the connection.
 
     Unlike a bare `.TCPServer`, the server tracks its connections:
-    `connection_count` tells how many are open and `shutdown` drains them.
+    `~.ServerLifecycle.connection_count` tells how many are open and
+    `~.ServerLifecycle.shutdown` drains them.
     A handler that fails is logged once with the peer address, and its stream
     is always closed.
 

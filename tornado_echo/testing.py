@@ -64,7 +64,12 @@ class LeakedConnectionError(AssertionError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServerAddress:
-    """Where a test server listens."""
+    """Where a test server listens.
+
+    >>> address = ServerAddress("127.0.0.1", 8888)
+    >>> str(address), address.port
+    ('127.0.0.1:8888', 8888)
+    """
 
     host: str
     port: int

@@ -98,6 +98,7 @@ class ClientResult:
         return self.server_cpu / self.round_trips * 1e6
 
     def to_json(self) -> dict[str, object]:
+        """Every field and the derived rates, ready for `json.dumps`."""
         return {
             **dataclasses.asdict(self),
             "rate": self.rate,

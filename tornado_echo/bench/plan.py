@@ -46,6 +46,7 @@ class Settings:
 # Budget: 41 runs per repeat of 1.3 s plus a client start, 3 repeats, and
 # six idle servers: about 3 min 10 s on the 2-core development machine,
 # well inside the 5 the full run is allowed.
+#: The full run, which the README's tables and chart come from.
 FULL = Settings(
     sizes=(64, 1024, 16384),
     connections=(10,),
@@ -57,6 +58,7 @@ FULL = Settings(
     chart=True,
 )
 
+#: The seconds-long run CI makes (``--smoke``).
 SMOKE = Settings(
     sizes=(1024,),
     connections=(10,),

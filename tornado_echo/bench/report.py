@@ -247,6 +247,7 @@ class Report:
         return {name: name in done for name in names}
 
     def to_json(self) -> dict[str, object]:
+        """Everything, for ``results.json``: machine, settings, rows and raw runs."""
         answered = self.answered()
         return {
             "complete": self.stopped is None,

@@ -93,7 +93,7 @@ _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 class BenchFailure(Exception):
     """A server or a run failed; the results cannot be trusted.
 
-    ``str(exc)`` is one line; `detail` holds what explains it, such as the
+    ``str(exc)`` is one line; ``detail`` holds what explains it, such as the
     last lines a server wrote to stderr.
     """
 
