@@ -42,7 +42,8 @@ What it shows about `LineServer`:
   counts each client's commands (``stats`` reports them);
 - bounded memory: values are at most ``max_item_size`` bytes (1 MiB), the
   store at most ``max_memory`` (64 MiB) with least-recently-used eviction,
-  and a command line at most 1 MiB (the connection is closed beyond).
+  and a command line at most 16 KiB, or 1 MiB for a multi-key get (the
+  connection is closed beyond, as memcached closes it).
   A block that is too large is read and discarded in small pieces, never
   held.
 
@@ -80,6 +81,9 @@ DEFAULT_MAX_MEMORY = 64 * 1024 * 1024
 ITEM_OVERHEAD = 56
 #: An exptime above 30 days is an absolute Unix time, not a delay.
 MAX_RELATIVE_EXPTIME = 30 * 24 * 60 * 60
+#: memcached's read buffer: a command line longer than this that is not a
+#: get or gets cannot be a real command, and memcached hangs up on it.
+MAX_COMMAND_LENGTH = 16 * 1024
 #: How much of a refused data block is read at a time while discarding it.
 DISCARD_CHUNK = 64 * 1024
 
@@ -347,6 +351,10 @@ class KVServer(LineServer):
         conn.commands += 1
         # memcached reads a command as a C string, so a NUL ends it, and
         # splits it at spaces only.
+        if len(line) > MAX_COMMAND_LENGTH and not is_multiget(line):
+            log.info("%s: a %d-byte command line; closing", conn.peer, len(line))
+            conn.close()
+            return
         line = line.split(b"\0", 1)[0]
         if len(line) > 1 and line.endswith(b"\r"):
             line = line[:-1]
@@ -612,6 +620,13 @@ class KVServer(LineServer):
             exc.expected,
         )
         conn.close()
+
+
+def is_multiget(line: bytes) -> bool:
+    """True if ``line`` is a get or gets, which memcached lets be any length."""
+    command = line.lstrip(b" ")
+    # memcached also gives up on a line that starts with 100 spaces.
+    return len(line) - len(command) <= 100 and command.startswith((b"get ", b"gets "))
 
 
 def is_http(words: list[bytes]) -> bool:

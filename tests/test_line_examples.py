@@ -9,16 +9,12 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import _proc
 from clients import HOST, TIMEOUT, connect, roundtrip, wait_closed_by_server
-from conftest import Start, load_example
+from conftest import EXAMPLES, Start, load_example
 from tornado.testing import ExpectLog
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
 
 uppercase = load_example("uppercase_server")
 chat = load_example("chat_server")
