@@ -118,8 +118,9 @@ def parse_u64(token: bytes) -> int | None:
         return None
     value, negative = parsed
     if negative:
+        # strtoull negates modulo 2**64; memcached then refuses the result
+        # only if it looks negative as a signed number ("-0" passes).
         value = -value & MAX_U64
-        # strtoull accepts a sign; memcached refuses it once it shows.
         if value > MAX_I64:
             return None
     return value
