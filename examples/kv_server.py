@@ -398,10 +398,11 @@ class KVServer(LineServer):
             if command == b"set":
                 # A failed set must not leave the old value to be read.
                 self.store.delete(key)
-            if not noreply:
-                await conn.write(b"SERVER_ERROR object too large for cache\r\n")
+            # Like memcached, answer once the whole block has been read.
             await self._discard(conn, length + 2)
-            return None
+            if conn.closed:
+                return None
+            return quiet(noreply, b"SERVER_ERROR object too large for cache")
         expires = self.store.expiry(exptime)
         try:
             block = await conn.read_exactly(length + 2)

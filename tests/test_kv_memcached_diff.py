@@ -352,6 +352,16 @@ STEPS: list[bytes] = [
     b"bogus" + b"x" * 3000 + b"\r\n",
     b"get " + b"k" * 20000 + b"\r\n",  # one 20 KB key
     b"bogus" + b"x" * 20000 + b"\r\n",
+    # A line that starts with more than 100 spaces is no get, however long.
+    b" " * 100 + b"get " + b" ".join([b"m1"] * 6000) + b"\r\n",
+    b" " * 101 + b"get " + b" ".join([b"m1"] * 6000) + b"\r\n",
+    # What looks like HTTP is hung up on.
+    b"GET / HTTP/1.1\r\n",
+    # A NUL ends a command line.
+    store("set z 0 0 1", b"z"),
+    b"get z\x00junk\r\n",
+    # A length above INT_MAX - 2 is a bad command line, not a too-large item.
+    b"set k 0 0 2147483646\r\n",
     b"get c\r\n",
     b"quit\r\n",
     b"get c\r\n",

@@ -329,6 +329,44 @@ async def test_least_recently_used_items_are_evicted_to_stay_within_memory(
         client.client.close()
 
 
+async def test_add_of_an_existing_key_freshens_it_in_the_lru(start: Start) -> None:
+    server = kv.KVServer(max_item_size=1000, max_memory=10_000)
+    port = await start(server)
+    client = Memcache(port)
+    try:
+        value = b"x" * 900
+        for i in range(10):
+            assert await client.set(f"k{i}", value) is True
+        # Refused, but memcached still moves k0 to the front of its LRU.
+        assert await client.add("k0", b"y") is False
+        await client.set("k10", value)  # evicts one item
+        assert await client.get_many(["k0", "k1"]) == {"k0": value}
+    finally:
+        client.client.close()
+
+
+async def test_an_incr_that_lengthens_a_number_keeps_its_flags_and_expiry(
+    raw: Raw, clock: FakeClock
+) -> None:
+    await raw.ask(b"set n 5 10 1\r\n9\r\n", b"STORED\r\n")
+    await raw.ask(b"incr n 1\r\n", b"10\r\n")  # no room in place: stored anew
+    await raw.ask(b"get n\r\n", b"VALUE n 5 2\r\n10\r\nEND\r\n")
+    clock.now += 10
+    await raw.ask(b"get n\r\n", b"END\r\n")
+
+
+async def test_a_delayed_flush_all_takes_what_is_stored_at_its_deadline(
+    raw: Raw, clock: FakeClock
+) -> None:
+    await raw.ask(b"flush_all 10\r\n", b"OK\r\n")
+    clock.now += 9  # the deadline, less memcached's second
+    await raw.ask(b"set edge 0 0 1\r\ne\r\n", b"STORED\r\n")
+    await raw.ask(b"get edge\r\n", b"END\r\n")
+    clock.now += 1
+    await raw.ask(b"set after 0 0 1\r\na\r\n", b"STORED\r\n")
+    await raw.ask(b"get after\r\n", b"VALUE after 0 1\r\na\r\nEND\r\n")
+
+
 async def test_a_huge_data_block_is_discarded_without_being_held(
     start: Start,
 ) -> None:
