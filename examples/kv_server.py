@@ -58,6 +58,7 @@ import functools
 import logging
 import os
 import re
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -275,10 +276,8 @@ BAD_FORMAT = b"CLIENT_ERROR bad command line format"
 BAD_EXPTIME = b"CLIENT_ERROR invalid exptime argument"
 BAD_DELETE = b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
 
-#: Arguments each storage command takes after its name: key, flags,
-#: exptime, bytes, and for cas the cas unique.
-STORAGE_ARGS = {b"set": 4, b"add": 4, b"replace": 4, b"append": 4, b"prepend": 4}
-STORAGE_ARGS[b"cas"] = 5
+#: No limit on the number of words (a get takes any number of keys).
+ANY = sys.maxsize
 
 
 class KVConnection(LineConnection):
@@ -291,6 +290,10 @@ class KVConnection(LineConnection):
 
 
 Handler = Callable[[KVConnection, list[bytes]], Awaitable[Reply]]
+#: A handler, and the fewest and most words (the command's name included)
+#: its command line may have: outside them memcached answers ERROR before
+#: looking at a single argument.
+Command = tuple[Handler, int, int]
 
 
 def check_limits(max_item_size: int, max_memory: int) -> None:
@@ -328,41 +331,44 @@ class KVServer(LineServer):
         self.max_item_size = max_item_size
         self.store = Store(max_memory, clock)
         self.verbosity = 0
-        self.commands: dict[bytes, Handler] = dict.fromkeys(STORAGE_ARGS, self._store)
-        self.commands.update(
-            {
-                b"get": self._get,
-                b"gets": self._get,
-                b"gat": self._get,
-                b"gats": self._get,
-                b"delete": self._delete,
-                b"incr": self._incr,
-                b"decr": self._incr,
-                b"touch": self._touch,
-                b"flush_all": self._flush_all,
-                b"verbosity": self._verbosity,
-                b"stats": self._stats,
-                b"version": self._version,
-                b"quit": self._quit,
-            }
-        )
+        # Storage commands: key, flags, exptime, bytes (and for cas the cas
+        # unique), then perhaps noreply.
+        self.commands: dict[bytes, Command] = {
+            **dict.fromkeys(
+                [b"set", b"add", b"replace", b"append", b"prepend"], (self._store, 5, 6)
+            ),
+            b"cas": (self._store, 6, 7),
+            **dict.fromkeys([b"get", b"gets", b"gat", b"gats"], (self._get, 2, ANY)),
+            b"delete": (self._delete, 2, 4),
+            b"incr": (self._incr, 3, 4),
+            b"decr": (self._incr, 3, 4),
+            b"touch": (self._touch, 3, 4),
+            b"flush_all": (self._flush_all, 1, 3),
+            b"verbosity": (self._verbosity, 2, 3),
+            # No sub-statistics ("stats items", ...) here.
+            b"stats": (self._stats, 1, 1),
+            b"version": (self._version, 1, ANY),
+            b"quit": (self._quit, 1, ANY),
+        }
 
     async def handle_line(self, conn: LineConnection, line: bytes) -> None:
         assert isinstance(conn, KVConnection)
         conn.commands += 1
-        # memcached reads a command as a C string, so a NUL ends it, and
-        # splits it at spaces only.
         if len(line) > MAX_COMMAND_LENGTH and not is_multiget(line):
             log.info("%s: a %d-byte command line; closing", conn.peer, len(line))
             conn.close()
             return
+        # memcached reads a command as a C string, so a NUL ends it, and
+        # splits it at spaces only.
         line = line.split(b"\0", 1)[0]
         if len(line) > 1 and line.endswith(b"\r"):
             line = line[:-1]
         words = [word for word in line.split(b" ") if word]
-        handler = self.commands.get(words[0]) if words else None
-        if handler is not None:
-            reply = await handler(conn, words)
+        command = self.commands.get(words[0]) if words else None
+        if command is not None:
+            handler, fewest, most = command
+            ok = fewest <= len(words) <= most
+            reply = await handler(conn, words) if ok else b"ERROR"
         elif is_http(words):
             conn.close()
             return
@@ -371,14 +377,12 @@ class KVServer(LineServer):
         if reply is not None and not conn.closed:
             await conn.write(reply + b"\r\n")
 
-    # Each handler gets the command's words and returns its reply without
-    # the final "\r\n", or None for no reply.
+    # Each handler gets the command's words, as many as its entry in
+    # `commands` allows, and returns its reply without the final "\r\n", or
+    # None for no reply.
 
     async def _store(self, conn: KVConnection, words: list[bytes]) -> Reply:
         command = words[0]
-        nargs = STORAGE_ARGS[command]
-        if len(words) not in (nargs + 1, nargs + 2):
-            return b"ERROR"
         noreply = words[-1] == b"noreply"
         key = words[1]
         if len(key) > MAX_KEY_LENGTH:
@@ -452,8 +456,6 @@ class KVServer(LineServer):
 
     async def _get(self, conn: KVConnection, words: list[bytes]) -> Reply:
         command = words[0]
-        if len(words) < 2:
-            return b"ERROR"
         keys = words[1:]
         touch = command.startswith(b"gat")
         with_cas = command.endswith(b"s")
@@ -482,8 +484,6 @@ class KVServer(LineServer):
         return b"".join(out)
 
     async def _delete(self, conn: KVConnection, words: list[bytes]) -> Reply:
-        if not 2 <= len(words) <= 4:
-            return b"ERROR"
         noreply = False
         if len(words) > 2:
             # "delete <key> 0" is an old form memcached still accepts.
@@ -501,8 +501,6 @@ class KVServer(LineServer):
         return quiet(noreply, b"DELETED" if found else b"NOT_FOUND")
 
     async def _incr(self, conn: KVConnection, words: list[bytes]) -> Reply:
-        if len(words) not in (3, 4):
-            return b"ERROR"
         noreply = words[-1] == b"noreply"
         key = words[1]
         if len(key) > MAX_KEY_LENGTH:
@@ -531,8 +529,6 @@ class KVServer(LineServer):
         return quiet(noreply, digits)
 
     async def _touch(self, conn: KVConnection, words: list[bytes]) -> Reply:
-        if len(words) not in (3, 4):
-            return b"ERROR"
         noreply = words[-1] == b"noreply"
         key = words[1]
         if len(key) > MAX_KEY_LENGTH:
@@ -547,8 +543,6 @@ class KVServer(LineServer):
         return quiet(noreply, b"TOUCHED")
 
     async def _flush_all(self, conn: KVConnection, words: list[bytes]) -> Reply:
-        if len(words) > 3:
-            return b"ERROR"
         noreply = words[-1] == b"noreply"
         delay = 0
         if len(words) != (2 if noreply else 1):
@@ -564,8 +558,6 @@ class KVServer(LineServer):
         return quiet(noreply, b"OK")
 
     async def _verbosity(self, conn: KVConnection, words: list[bytes]) -> Reply:
-        if len(words) not in (2, 3):
-            return b"ERROR"
         noreply = words[-1] == b"noreply"
         level = parse_u32(words[1])
         if level is None:
@@ -575,8 +567,6 @@ class KVServer(LineServer):
         return quiet(noreply, b"OK")
 
     async def _stats(self, conn: KVConnection, words: list[bytes]) -> Reply:
-        if len(words) > 1:
-            return b"ERROR"  # no sub-statistics ("stats items", ...) here
         store = self.store
         now = store.clock()
         stats: dict[str, object] = {

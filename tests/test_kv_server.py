@@ -302,47 +302,51 @@ async def test_keys_of_250_bytes_are_accepted_and_251_refused(raw: Raw) -> None:
     await raw.ask(b"delete %sk\r\n" % key, b"CLIENT_ERROR bad command line format\r\n")
 
 
+#: The value the small store below is filled with: ten of them fit.
+FILLER = b"x" * 900
+
+
+@pytest_asyncio.fixture
+async def full_store(start: Start) -> AsyncIterator[tuple[Any, Memcache]]:
+    """A `KVServer` of 10,000 bytes, full with k0 to k9 (k0 the least
+    recently used), and a client of it."""
+    server = kv.KVServer(max_item_size=1000, max_memory=10_000)
+    client = Memcache(await start(server))
+    try:
+        for i in range(10):
+            assert await client.set(f"k{i}", FILLER) is True
+        yield server, client
+    finally:
+        client.client.close()
+
+
 async def test_least_recently_used_items_are_evicted_to_stay_within_memory(
-    start: Start,
+    full_store: tuple[Any, Memcache],
 ) -> None:
-    server = kv.KVServer(max_item_size=1000, max_memory=10_000)
-    port = await start(server)
-    client = Memcache(port)
-    try:
-        value = b"x" * 900
-        for i in range(10):
-            assert await client.set(f"k{i}", value) is True
-        assert await client.get("k0") == value  # k0 is now the most recent
-        await client.set("k10", value)
-        assert server.store.memory <= 10_000
-        assert server.store.evictions >= 1
-        got = await client.get_many([f"k{i}" for i in range(11)])
-        assert "k0" in got and "k10" in got
-        assert "k1" not in got  # the least recently used went first
-        stats = await client.stats()
-        assert stats[b"evictions"] == server.store.evictions
-        # Thousands of items later, the store is still within its bound.
-        await client.set_many({f"many{i}": value for i in range(1000)})
-        assert server.store.memory <= 10_000
-        assert len(server.store) <= 10_000 // 900
-    finally:
-        client.client.close()
+    server, client = full_store
+    assert await client.get("k0") == FILLER  # k0 is now the most recent
+    await client.set("k10", FILLER)
+    assert server.store.memory <= 10_000
+    assert server.store.evictions >= 1
+    got = await client.get_many([f"k{i}" for i in range(11)])
+    assert "k0" in got and "k10" in got
+    assert "k1" not in got  # the least recently used went first
+    stats = await client.stats()
+    assert stats[b"evictions"] == server.store.evictions
+    # Thousands of items later, the store is still within its bound.
+    await client.set_many({f"many{i}": FILLER for i in range(1000)})
+    assert server.store.memory <= 10_000
+    assert len(server.store) <= 10_000 // 900
 
 
-async def test_add_of_an_existing_key_freshens_it_in_the_lru(start: Start) -> None:
-    server = kv.KVServer(max_item_size=1000, max_memory=10_000)
-    port = await start(server)
-    client = Memcache(port)
-    try:
-        value = b"x" * 900
-        for i in range(10):
-            assert await client.set(f"k{i}", value) is True
-        # Refused, but memcached still moves k0 to the front of its LRU.
-        assert await client.add("k0", b"y") is False
-        await client.set("k10", value)  # evicts one item
-        assert await client.get_many(["k0", "k1"]) == {"k0": value}
-    finally:
-        client.client.close()
+async def test_add_of_an_existing_key_freshens_it_in_the_lru(
+    full_store: tuple[Any, Memcache],
+) -> None:
+    _, client = full_store
+    # Refused, but memcached still moves k0 to the front of its LRU.
+    assert await client.add("k0", b"y") is False
+    await client.set("k10", FILLER)  # evicts one item
+    assert await client.get_many(["k0", "k1"]) == {"k0": FILLER}
 
 
 async def test_an_incr_that_lengthens_a_number_keeps_its_flags_and_expiry(
