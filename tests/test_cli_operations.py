@@ -254,6 +254,52 @@ def test_a_second_sigint_closes_every_connection_at_once(impl: str) -> None:
     assert "Traceback" not in stderr
 
 
+@pytest.mark.parametrize(
+    ("impl", "processes"), [("stream", "1"), ("compat", "1"), ("stream", "2")]
+)
+def test_sighup_drains_and_exits_like_sigterm(impl: str, processes: str) -> None:
+    argv = module_command(
+        "--port", "0", "--impl", impl, "--processes", processes,
+        "--shutdown-timeout", "30",
+    )  # fmt: skip
+    with running_server(argv) as (server, port), connect(port) as client:
+        assert exchange(client, b"hold on") == b"hold on"
+        server.proc.send_signal(signal.SIGHUP)
+        if processes == "1":
+            server.wait_for_line("shutting down on SIGHUP, as on SIGTERM")
+        else:
+            # The parent stops its workers as it would on SIGTERM.
+            server.wait_for_line("received SIGHUP; stopping 2 workers")
+            server.wait_for_line("shutting down on SIGTERM")
+        # Draining, not dead: the open connection is still served.
+        assert exchange(client, b"still here") == b"still here"
+        client.shutdown(socket.SHUT_WR)
+        assert client.recv(1) == b""
+        assert server.wait() == 0
+        stderr = server.stderr()
+    assert re.search(r"stopped: connections 0 open, 1 total, 1 drained", stderr)
+    assert "Traceback" not in stderr
+
+
+def ignore_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_under_nohup_sighup_is_left_ignored(processes: str) -> None:
+    argv = module_command("--port", "0", "--processes", processes)
+    server = ServerProcess(argv, preexec_fn=ignore_sighup)
+    try:
+        port = server.wait_listening()
+        server.proc.send_signal(signal.SIGHUP)
+        assert echo_once(port, b"still up") == b"still up"
+        assert server.proc.poll() is None
+        assert server.stop(signal.SIGTERM) == 0
+        assert "on SIGHUP" not in server.stderr()
+    finally:
+        server.close()
+
+
 def test_stats_are_logged_periodically_and_at_shutdown() -> None:
     argv = module_command("--port", "0", "--lines", "--stats-interval", "0.2")
     with running_server(argv) as (server, port):

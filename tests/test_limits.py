@@ -51,7 +51,7 @@ def test_limits_have_safe_defaults_and_reject_bad_values() -> None:
         with pytest.raises(ValueError, match="must be"):
             Limits(**bad)
     assert Limits(idle_timeout=0, write_timeout=0).sweep_interval() is None
-    assert Limits(idle_timeout=0.4, write_timeout=0).sweep_interval() == 0.1
+    assert Limits(idle_timeout=0.4, write_timeout=0).sweep_interval() == 0.05
 
 
 async def test_at_max_connections_new_clients_wait_until_a_slot_frees(

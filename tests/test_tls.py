@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -24,11 +25,12 @@ from typing import Any
 
 import pytest
 import trustme
-from _proc import PYTHON, connect, exchange, run, running_server
+from _proc import PYTHON, connect, exchange, needs_tool, run, running_server
 from clients import HOST, TIMEOUT, wait_closed_by_server
 from clients import connect as plain_connect
 from conftest import Start
 
+from tornado_echo.echo import LineEcho
 from tornado_echo.limits import Limits
 from tornado_echo.lineserver import LineConnection, LineServer
 from tornado_echo.server import EchoServer
@@ -314,6 +316,122 @@ async def test_client_certificate_required_refuses_clients_without_a_signed_one(
 
 
 # -- server_context ------------------------------------------------------------
+
+
+# -- the end of a TLS stream -------------------------------------------------
+
+
+class QuitServer(LineServer):
+    """Echoes lines; ``quit`` ends the conversation from the server's side."""
+
+    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes | None:
+        if line == b"quit":
+            conn.finish()
+            return b"bye"
+        return line
+
+
+def strict_client(pki: Pki, version: ssl.TLSVersion) -> ssl.SSLContext:
+    """A client that reports a close without ``close_notify`` as an error."""
+    context = pki.client_context()
+    context.maximum_version = version
+    return context
+
+
+def blocking_exchange(
+    port: int, context: ssl.SSLContext, payload: bytes, *, unwrap: bool
+) -> bytes:
+    """Send ``payload``, optionally our ``close_notify``, read to a clean end.
+
+    Runs in a thread. Raises `ssl.SSLEOFError` if the server closes without
+    its own ``close_notify``.
+    """
+    raw = socket.create_connection((HOST, port), timeout=TIMEOUT)
+    with context.wrap_socket(
+        raw, server_hostname=HOST, suppress_ragged_eofs=False
+    ) as sock:
+        sock.sendall(payload)
+        received = b""
+        if unwrap:
+            # Reads up to the server's close_notify, which must come.
+            while not received.endswith(payload.rpartition(b"\n")[0] + b"\n"):
+                received += sock.recv(65536)
+            sock.unwrap()
+            return received
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["1.2", "1.3"]
+)
+async def test_the_server_ends_every_tls_session_with_close_notify(
+    pki: Pki, start: Start, version: ssl.TLSVersion
+) -> None:
+    context = server_context(pki.cert_file, pki.key_file)
+    client = strict_client(pki, version)
+    loop = asyncio.get_running_loop()
+    # The server ends it: a LineServer's finish().
+    port = await start(QuitServer(ssl_options=context))
+    got = await loop.run_in_executor(
+        None, lambda: blocking_exchange(port, client, b"one\nquit\n", unwrap=False)
+    )
+    assert got == b"one\nbye\n"
+    # The server ends it: the idle timeout.
+    port = await start(EchoServer(ssl_options=context, limits=Limits(idle_timeout=0.3)))
+    got = await loop.run_in_executor(
+        None, lambda: blocking_exchange(port, client, b"hi", unwrap=False)
+    )
+    assert got == b"hi"
+    # The client ends it: the server's close_notify answers the client's.
+    port = await start(EchoServer(ssl_options=context, protocol=LineEcho))
+    got = await loop.run_in_executor(
+        None, lambda: blocking_exchange(port, client, b"one\ntwo\n", unwrap=True)
+    )
+    assert got == b"one\ntwo\n"
+
+
+@needs_tool("gnutls-cli", "gnutls-bin")
+@pytest.mark.parametrize(
+    ("priority", "tail"),
+    [("NORMAL", b"tail"), ("NORMAL:-VERS-ALL:+VERS-TLS1.2", b"")],
+    ids=["1.3", "1.2"],
+)
+async def test_lines_over_tls_echo_the_tail_after_a_tls_1_3_half_close(
+    pki: Pki, make_server: Callable[..., Any], start: Start, priority: str, tail: bytes
+) -> None:
+    class TailEcho(LineEchoServer):
+        async def handle_eof(self, conn: LineConnection, tail: bytes) -> None:
+            await conn.write(tail)
+
+    context = server_context(pki.cert_file, pki.key_file)
+    if make_server is EchoServer:
+        server: Any = EchoServer(ssl_options=context, protocol=LineEcho)
+    else:
+        server = TailEcho(ssl_options=context)
+    port = await start(server)
+    # gnutls-cli sends close_notify at the end of its input and reads on
+    # (a TLS 1.3 half-close); OpenSSL's clients discard what follows theirs.
+    proc = await asyncio.create_subprocess_exec(
+        "gnutls-cli", "--x509cafile", pki.ca_file, "--priority", priority,
+        "-p", str(port), HOST,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            out, _ = await proc.communicate(b"one\ntwo\ntail")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    received = out.split(b"Simple Client Mode:\n\n", 1)[-1]
+    # Every line; the tail too under TLS 1.3; then our close_notify.
+    assert (
+        received == b"one\ntwo\n" + tail + b"- Peer has closed the GnuTLS connection\n"
+    )
 
 
 def test_server_context_requires_tls_1_2_or_later(pki: Pki) -> None:

@@ -94,6 +94,10 @@ class FastPathIOStream(HalfCloseIOStream):
         if self._drained:
             # The last recv emptied the socket (see HalfCloseIOStream).
             self._drained = False
+            error = self._unreported_error()
+            if error is not None:
+                self.close(exc_info=error)  # fails the future with it
+                return future
         elif self._receive(max_bytes):
             return future
         if not self._closed:
@@ -131,6 +135,7 @@ class FastPathIOStream(HalfCloseIOStream):
             return True
         count = len(data)
         self._drained = count < size
+        self._answered = False
         self.bytes_in += count
         future = self._read_future
         self._read_future = None

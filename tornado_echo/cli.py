@@ -194,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"clients wait in the backlog (default: the open-file limit - {FD_RESERVE})",
     )
     limits.add_argument(
+        "--max-connections-per-host",
+        type=_positive_int,
+        metavar="N",
+        help="at most N open connections from one client host (its real "
+        "address, behind --proxy-protocol; an IPv6 host counts by its /64); "
+        "its further connections are closed at once (default: no limit)",
+    )
+    limits.add_argument(
         "--idle-timeout",
         type=_seconds,
         default=_DEFAULTS.idle_timeout,
@@ -321,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--udp needs a TCP port (--port or --host)")
     limits = Limits(
         max_connections=args.max_connections,
+        max_connections_per_host=args.max_connections_per_host,
         idle_timeout=args.idle_timeout,
         write_timeout=args.write_timeout,
         handshake_timeout=args.handshake_timeout,

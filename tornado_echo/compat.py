@@ -91,8 +91,14 @@ from typing import TYPE_CHECKING, Any
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
+from tornado_echo._readiness import raise_pending_error
 from tornado_echo.echo import ByteEcho, ProtocolFactory
-from tornado_echo.lifecycle import DEFAULT_CHUNK_SIZE, LINGER_TIMEOUT, ServerLifecycle
+from tornado_echo.lifecycle import (
+    DEFAULT_CHUNK_SIZE,
+    LINGER_TIMEOUT,
+    ServerLifecycle,
+    Slot,
+)
 from tornado_echo.limits import Limits
 from tornado_echo.logs import format_address, log_connection_error
 
@@ -179,9 +185,10 @@ class RawEchoServer(ServerLifecycle):
         self,
         sock: socket.socket,
         address: Any,
-        proxy_header: ProxyHeader | None = None,
+        proxy_header: ProxyHeader | None,
+        slot: Slot,
     ) -> None:
-        _RawConnection(self, sock, address)
+        _RawConnection(self, sock, address, slot)
 
 
 class _RawConnection:
@@ -203,19 +210,16 @@ class _RawConnection:
         "_protocol",
         "_queue",
         "_queued",
-        "_quiet_since",
         "_server",
         "_sock",
-        "_sweep_mark",
         "address",
         "bytes_in",
         "bytes_out",
     )
 
-    _sweep_mark: int
-    _quiet_since: float
-
-    def __init__(self, server: RawEchoServer, sock: socket.socket, address: Any):
+    def __init__(
+        self, server: RawEchoServer, sock: socket.socket, address: Any, slot: Slot
+    ) -> None:
         self._server = server
         self._sock = sock
         self.address = address
@@ -232,7 +236,7 @@ class _RawConnection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._interest = IOLoop.READ
         server._io_loop.add_handler(sock, self._on_events, IOLoop.READ)
-        server._track(self)
+        server._track(self, slot)
         if hasattr(self._protocol, "lines"):
             server._connections.count_lines_of(self, self._protocol)  # type: ignore[arg-type]
 
@@ -275,6 +279,10 @@ class _RawConnection:
                 self._send(out)
             else:
                 self._enqueue(memoryview(out))
+        elif data:
+            # Nothing to send, so nothing would notice a reset that came
+            # with these bytes, and uvloop sends no event after it.
+            raise_pending_error(self._sock)
         if not data:
             self._peer_eof = True
         if protocol.finished:
@@ -364,6 +372,8 @@ class _RawConnection:
             return
         if not data:
             self.close()
+        else:
+            raise_pending_error(self._sock)  # as in _on_readable
 
     def close(self) -> None:
         """Unregister, then close; idempotent."""

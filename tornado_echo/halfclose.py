@@ -36,6 +36,8 @@ from typing import Any
 
 from tornado.iostream import IOStream, StreamClosedError
 
+from tornado_echo._readiness import pending_error
+
 # The first buffer of `HalfCloseIOStream.read_chunk`: small, because a
 # waiting read holds it for as long as the client stays silent.
 _FIRST_CHUNK = 2048
@@ -51,8 +53,6 @@ class CountingIOStream(IOStream):
     """
 
     __slots__ = (
-        "_quiet_since",
-        "_sweep_mark",
         "address",
         "bytes_in",
         "bytes_out",
@@ -83,13 +83,94 @@ class CountingIOStream(IOStream):
         return sent
 
 
-class HalfCloseIOStream(CountingIOStream):
+class HalfClosingStream(CountingIOStream):
+    """The half-close machinery that `HalfCloseIOStream` and `.TLSStream` share.
+
+    After a read fails with a clean `.StreamClosedError` because the peer
+    ended its side (FIN, or a TLS 1.3 ``close_notify``), `peer_closed` is
+    true and `write` still works: the socket is kept for a fresh stream of
+    `_write_side_class`. `close` closes that too, and `finish` ends a
+    conversation without losing what the peer has yet to read.
+    """
+
+    __slots__ = ("_write_side", "peer_closed")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: True once the peer has half-closed (sent FIN); writes still work.
+        self.peer_closed = False
+        self._write_side: IOStream | None = None
+
+    def _write_side_class(self) -> type[IOStream]:
+        """The stream class that writes after the peer's end of input."""
+        return IOStream
+
+    def _end_writing(self) -> None:
+        """Tell the peer that we are done sending."""
+        self.socket.shutdown(socket.SHUT_WR)
+
+    def close_fd(self) -> None:
+        if self.peer_closed and self.error is None:
+            # Only our direction is left; the stream removed its IOLoop
+            # handler before calling us, so a new stream may take the socket.
+            self._write_side = self._write_side_class()(self.socket)
+            self.socket = None  # type: ignore[assignment]
+        else:
+            super().close_fd()
+
+    def _write_after_eof(self, data: bytes | memoryview) -> Future[None]:
+        assert self._write_side is not None
+        # Counted when queued: the write side counts nothing of its own.
+        self.bytes_out += len(data)
+        return self._write_side.write(data)
+
+    def write(self, data: bytes | memoryview) -> Future[None]:
+        """Send ``data``, as `.IOStream.write` does, even after the peer's end."""
+        if self._write_side is not None:
+            return self._write_after_eof(data)
+        return super().write(data)
+
+    async def finish(self, linger: float) -> None:
+        """End the conversation without losing what the peer has yet to read.
+
+        Closing a socket that still has unread input makes the kernel send
+        a reset, which throws away whatever the peer has not read yet. So
+        when the peer has not half-closed: send our end (FIN) after the
+        queued data, then read and drop its input until it closes too, for
+        at most ``linger`` seconds. Then close, the write side included.
+        """
+        if not self.closed() and not self.peer_closed:
+            try:
+                self._end_writing()
+                async with asyncio.timeout(linger):
+                    while True:
+                        await self.read_bytes(self.read_chunk_size, partial=True)
+            except (OSError, StreamClosedError, TimeoutError):
+                pass  # closed by the peer (the goal), reset, or out of time
+        # An abandoned read leaves the stream unusable: close in every case.
+        self.close()
+
+    def close(self, exc_info: Any = False) -> None:
+        """Close the stream, and the write side kept after the peer's end.
+
+        The close that the peer's end of input causes inside the stream
+        keeps the socket for writing (`peer_closed`); any later call closes
+        it for good.
+        """
+        if self.closed() and self._write_side is not None:
+            self._write_side.close()
+            self._write_side = None
+            return
+        super().close(exc_info)
+
+
+class HalfCloseIOStream(HalfClosingStream):
     """An `.IOStream` that keeps its socket writable after the peer half-closes.
 
     After a read fails with a clean `.StreamClosedError` because the peer
-    sent FIN, `peer_closed` is true and `write` still works. Call `close`
-    (again) when done: that releases the socket. A reset or a local
-    `close` before the FIN closes the socket as usual.
+    sent FIN, `peer_closed` is true and `write` still works. `close`, or
+    `finish`, releases the socket. A reset or a local `close` before the
+    FIN closes the socket as usual.
 
     .. versionadded:: 0.2.0
     """
@@ -97,15 +178,15 @@ class HalfCloseIOStream(CountingIOStream):
     # Slots, not instance attributes: `.IOStream` already sets 27, and a
     # few more would push its instance dict past the 30 keys a shared-key
     # dict holds, costing about 1.5 KB per connection.
-    __slots__ = ("_chunk_buffer", "_drained", "_write_side", "peer_closed")
+    __slots__ = ("_answered", "_chunk_buffer", "_drained")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: True once the peer has half-closed (sent FIN); writes still work.
-        self.peer_closed = False
-        self._write_side: IOStream | None = None
         # The last recv returned less than asked: the kernel had no more.
         self._drained = False
+        # A send went through since the last recv that returned data; see
+        # `_unreported_error`.
+        self._answered = False
         self._chunk_buffer: bytearray | None = None
 
     def read_chunk(self, max_bytes: int) -> Awaitable[bytes]:
@@ -137,22 +218,31 @@ class HalfCloseIOStream(CountingIOStream):
             # This recv would fail with EAGAIN. Skip it: the stream then
             # waits for READ, which arrives at once if data came meanwhile.
             self._drained = False
+            error = self._unreported_error()
+            if error is not None:
+                self.close(exc_info=error)
             return None
         count = super().read_from_fd(buf)
         if count == 0:
             self.peer_closed = True
         elif count is not None:
             self._drained = count < len(buf)
+            self._answered = False
         return count
 
-    def close_fd(self) -> None:
-        if self.peer_closed and self.error is None:
-            # Only our direction is left; the stream removed its IOLoop
-            # handler before calling us, so a new stream may take the socket.
-            self._write_side = IOStream(self.socket)
-            self.socket = None  # type: ignore[assignment]
-        else:
-            super().close_fd()
+    def _unreported_error(self) -> OSError | None:
+        """An error that no READ event may ever report, before one is awaited.
+
+        uvloop stops polling a socket after an error event
+        (``tornado_echo._readiness``), so a reset that arrived with the last
+        bytes read would never be seen. A send since that read would have
+        failed on it, so the socket is asked only when the read went
+        unanswered (a partial line, say).
+        """
+        if self._answered:
+            return None
+        # Not get_fd_error(): it returns an error even when there is none.
+        return pending_error(self.socket)
 
     def write(self, data: bytes | memoryview) -> Future[None]:
         """Send ``data``, as `.IOStream.write` does, even after the peer's FIN.
@@ -161,9 +251,7 @@ class HalfCloseIOStream(CountingIOStream):
         if the kernel takes it all, the returned `.Future` is already done.
         """
         if self._write_side is not None:
-            # Counted when queued: the write side is a plain IOStream.
-            self.bytes_out += len(data)
-            return self._write_side.write(data)
+            return self._write_after_eof(data)
         if data and not self.writing() and not self.closed():
             if isinstance(data, memoryview):
                 data = data.cast("B")  # so that len() counts bytes
@@ -174,7 +262,9 @@ class HalfCloseIOStream(CountingIOStream):
             except OSError:
                 # Let the stream see the error itself, and close and log
                 # exactly as it always does.
-                return super().write(data)
+                return self._write_later(data)
+            # Even EAGAIN says that no error is pending.
+            self._answered = True
             self.bytes_out += sent
             if sent == len(data):
                 done: Future[None] = Future()
@@ -185,40 +275,7 @@ class HalfCloseIOStream(CountingIOStream):
 
     def _write_later(self, data: bytes | memoryview) -> Future[None]:
         """Queue ``data`` in the stream's write buffer, as `.IOStream` does."""
-        return super().write(data)
-
-    async def finish(self, linger: float) -> None:
-        """Close without losing what the peer has yet to read.
-
-        Closing a socket that still has unread input makes the kernel send
-        a reset, which throws away whatever the peer has not read yet. So
-        when the peer has not half-closed: send our FIN after the queued
-        data, then read and drop its input until it closes too, for at most
-        ``linger`` seconds, and only then close.
-        """
-        if not self.closed() and not self.peer_closed:
-            try:
-                self.socket.shutdown(socket.SHUT_WR)
-                async with asyncio.timeout(linger):
-                    while True:
-                        await self.read_bytes(self.read_chunk_size, partial=True)
-            except (OSError, StreamClosedError, TimeoutError):
-                pass  # closed by the peer (the goal), reset, or out of time
-        # An abandoned read leaves the stream unusable: close in every case.
-        self.close()
-        self.close()  # the second close releases the write side, if kept
-
-    def close(self, exc_info: Any = False) -> None:
-        """Close the stream; after the peer's FIN, call it twice.
-
-        Once the peer has half-closed, the first call keeps the socket open
-        for writing (`peer_closed`); the second closes it for good.
-        """
-        if self.closed() and self._write_side is not None:
-            self._write_side.close()
-            self._write_side = None
-            return
-        super().close(exc_info)
+        return IOStream.write(self, data)
 
 
 def chunk_reader(stream: IOStream) -> Callable[[int], Awaitable[bytes]]:

@@ -12,15 +12,17 @@ the one base that both drivers (`.EchoServer` and `.LineServer` on
   sweep closes idle and stalled connections;
 * keeps the counters behind `~ServerLifecycle.stats`.
 
-A driver calls ``_track`` when a connection starts, and ``_untrack`` once it
-is closed; the connection object (a stream, or a raw connection) satisfies
-`Connection`.
+A driver builds the connection object for each admitted socket in
+``_on_accepted`` (a stream, or a raw connection, satisfying `Connection`)
+and calls ``_untrack`` once it is closed; the lifecycle tracks it from the
+moment it is built, so it holds its slot from accept to close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import socket
 import time
 from collections.abc import Iterable, Iterator
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
 
+from tornado_echo._admission import REFUSED, ConnectionCap, HostLimit
 from tornado_echo.accept import Acceptor
 from tornado_echo.limits import Limits
 from tornado_echo.logs import conn_log, format_address, log_connection_error
@@ -51,27 +54,18 @@ LINGER_TIMEOUT = 2.0
 # them so callers see a quiescent server, but never hang on a stuck handler.
 _FORCED_CLOSE_GRACE = 1.0
 
-# The "limit reached" episode ends, and is logged as over, only once this
-# share of the cap is free again: a server hovering at its cap would
-# otherwise log a pair of lines for every connection that comes and goes.
-_LIMIT_HYSTERESIS = 0.1
-
-_LIMIT = "limit"
-
 
 class Connection(Protocol):
     """What a server tracks per connection (a stream, or a raw connection).
 
     ``bytes_in`` and ``bytes_out`` count what went through the socket; the
-    two underscored attributes belong to the timeout sweep.
+    timeout sweep watches them for progress.
     """
 
     #: The peer: the client's real address when a PROXY header gave it.
     address: Any
     bytes_in: int
     bytes_out: int
-    _sweep_mark: int
-    _quiet_since: float
 
     @property
     def socket(self) -> socket.socket: ...
@@ -100,14 +94,40 @@ class ShutdownResult:
     closed: int
 
 
+class _Record:
+    """What the tracker keeps for one connection besides the connection."""
+
+    __slots__ = ("counts", "host", "progress", "quiet_sweeps")
+
+    def __init__(self, host: str | None) -> None:
+        self.counts: LineCounts | None = None
+        #: The key it counts against in `.HostLimit`, or None.
+        self.host = host
+        #: ``bytes_in + bytes_out`` at the last sweep, and how many sweeps
+        #: in a row have seen it unchanged. The first sweep takes the
+        #: connection's start for progress: it is quiet only after that.
+        self.progress = -1
+        self.quiet_sweeps = 0
+
+
+class Slot:
+    """An admitted socket's claim on its host's share, until it is tracked."""
+
+    __slots__ = ("host", "taken")
+
+    def __init__(self, host: str | None) -> None:
+        self.host = host
+        self.taken = False
+
+
 class ConnectionTracker:
-    """The live connections of one server, each with its line counters.
+    """The live connections of one server, each with its bookkeeping.
 
     `wait_empty` lets shutdown wait for the set to drain.
     """
 
     def __init__(self) -> None:
-        self._live: dict[Connection, LineCounts | None] = {}
+        self._live: dict[Connection, _Record] = {}
         self._changed: asyncio.Event | None = None
 
     def __len__(self) -> int:
@@ -117,23 +137,30 @@ class ConnectionTracker:
         # A copy, because closing a connection while iterating discards it.
         return iter(list(self._live))
 
-    def add(self, conn: Connection) -> None:
-        self._live[conn] = None
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._live
+
+    def add(self, conn: Connection, host: str | None = None) -> None:
+        self._live[conn] = _Record(host)
 
     def count_lines_of(self, conn: Connection, counts: LineCounts) -> None:
         """Report ``counts.lines`` as ``conn``'s, while it is tracked."""
-        if conn in self._live:
-            self._live[conn] = counts
+        record = self._live.get(conn)
+        if record is not None:
+            record.counts = counts
 
-    def pop(self, conn: Connection) -> LineCounts | None:
-        """Forget ``conn``; returns its line counters, if it had any."""
-        counts = self._live.pop(conn, None)
+    def pop(self, conn: Connection) -> _Record | None:
+        """Forget ``conn``; returns its record, if it was tracked."""
+        record = self._live.pop(conn, None)
         if not self._live and self._changed is not None:
             self._changed.set()
-        return counts
+        return record
+
+    def records(self) -> list[tuple[Connection, _Record]]:
+        return list(self._live.items())
 
     def line_counts(self) -> Iterator[LineCounts]:
-        return (c for c in self._live.values() if c is not None)
+        return (r.counts for r in self._live.values() if r.counts is not None)
 
     async def wait_empty(self, timeout: float) -> bool:
         """Wait until no connection is left; False if ``timeout`` ran out."""
@@ -152,9 +179,9 @@ class ConnectionTracker:
 class ServerLifecycle:
     """Base of every server: tracking, limits, timeouts, stats and shutdown.
 
-    Subclasses create ``self._acceptor`` and ``self._connections`` (with
-    ``_init_lifecycle``), hand accepted sockets to their drivers, and call
-    ``_track`` / ``_untrack`` around each connection's life.
+    Subclasses call ``_init_lifecycle``, build a connection for each
+    admitted socket in ``_on_accepted``, and call ``_untrack`` once it has
+    closed.
     """
 
     _connections: ConnectionTracker
@@ -170,13 +197,17 @@ class ServerLifecycle:
     ) -> None:
         self._connections = ConnectionTracker()
         self._acceptor = Acceptor(self._accepted, per_event=accepts_per_event)
+        self._cap = ConnectionCap(self._acceptor)
+        self._hosts = HostLimit(None)
         self._limits = limits or Limits()
         self.proxy_protocol = proxy_protocol
         #: Log one INFO line per connection when it opens and when it closes.
         self.log_connections = log_connections
-        self._cap = 0  # resolved when the server starts accepting
         self._sweeper: PeriodicCallback | None = None
-        self._at_limit = False
+        # Sweeps in a row without progress after which a connection is idle,
+        # or stalled; 0 for a timeout that is off.
+        self._idle_sweeps = 0
+        self._stall_sweeps = 0
         self._buffered = 0
         self._header_readers: set[HeaderReader] = set()
         self._opened: dict[Connection, float] = {}
@@ -188,7 +219,6 @@ class ServerLifecycle:
         self._total = 0
         self._drained = 0
         self._force_closed = 0
-        self._limit_reached = 0
         self._idle_timeouts = 0
         self._write_timeouts = 0
         self._handshake_failures = 0
@@ -216,7 +246,7 @@ class ServerLifecycle:
     def _accepted(self, sock: socket.socket, address: Any) -> None:
         proxy = self._proxy_protocol
         if proxy is None:
-            self._on_accepted(sock, address)
+            self._admit(sock, address, None)
             return
         if not proxy.trusts(address):
             self._proxy_rejected += 1
@@ -228,9 +258,11 @@ class ServerLifecycle:
             return
         from tornado_echo.proxied import HeaderReader
 
+        # It holds a slot while it waits: its socket is an fd all the same.
         self._header_readers.add(
             HeaderReader(sock, address, proxy, self._after_header, self._bad_header)
         )
+        self._cap.update(self._slots())
 
     def _after_header(
         self,
@@ -241,23 +273,50 @@ class ServerLifecycle:
     ) -> None:
         self._header_readers.discard(reader)
         try:
-            self._on_accepted(sock, address, header)
+            self._admit(sock, address, header)
         except Exception as exc:  # noqa: BLE001 - as the acceptor does
             sock.close()
             log_connection_error(address, exc)
+        self._cap.update(self._slots())
 
     def _bad_header(self, reader: HeaderReader) -> None:
         self._header_readers.discard(reader)
         self._proxy_rejected += 1
+        self._cap.update(self._slots())
+
+    def _admit(
+        self, sock: socket.socket, address: Any, proxy_header: ProxyHeader | None
+    ) -> None:
+        """Serve ``sock`` if its host has room for one more connection."""
+        host = self._hosts.admit(address)
+        if host is REFUSED:
+            sock.close()
+            return
+        slot = Slot(host)
+        try:
+            self._on_accepted(sock, address, proxy_header, slot)
+        finally:
+            if not slot.taken:  # the socket was unusable, and closed
+                self._hosts.release(host)
 
     def _on_accepted(
         self,
         sock: socket.socket,
         address: Any,
-        proxy_header: ProxyHeader | None = None,
+        proxy_header: ProxyHeader | None,
+        slot: Slot,
     ) -> None:
-        """Serve an accepted socket (after its PROXY header, if one came)."""
+        """Serve an admitted socket, after its PROXY header if one came.
+
+        ``address`` is then the client's. The driver builds its connection
+        and calls ``_track(conn, slot)`` at once, before anything else runs,
+        then ``_untrack(conn)`` once it has closed.
+        """
         raise NotImplementedError()
+
+    def _slots(self) -> int:
+        """Slots taken: every accepted socket not yet closed."""
+        return len(self._connections) + len(self._header_readers)
 
     @property
     def limits(self) -> Limits:
@@ -267,12 +326,13 @@ class ServerLifecycle:
     @limits.setter
     def limits(self, limits: Limits) -> None:
         self._limits = limits
-        if self._cap:
+        self._hosts.limit = limits.max_connections_per_host
+        if self._cap.cap:
             self._start_limits()
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """Start accepting on already-bound listening sockets."""
-        if not self._cap:
+        if not self._cap.cap:
             self._start_limits()
         self._acceptor.add(sockets)
 
@@ -292,8 +352,12 @@ class ServerLifecycle:
 
     @property
     def connection_count(self) -> int:
-        """The number of connections currently open."""
-        return len(self._connections)
+        """The number of connections currently open.
+
+        Every accepted socket counts until it is closed, one still waiting
+        for its PROXY header too: this is what ``max_connections`` caps.
+        """
+        return self._slots()
 
     @property
     def buffered_bytes(self) -> int:
@@ -322,7 +386,8 @@ class ServerLifecycle:
             bytes_out=self._bytes_out + sum(c.bytes_out for c in live),
             lines=self._lines + sum(c.lines for c in counts),
             lines_too_long=self._lines_too_long + sum(c.lines_too_long for c in counts),
-            limit_reached=self._limit_reached,
+            limit_reached=self._cap.episodes,
+            host_limit_refused=self._hosts.refused,
             accept_errors=self._acceptor.error_episodes,
             idle_timeouts=self._idle_timeouts,
             write_timeouts=self._write_timeouts,
@@ -330,29 +395,26 @@ class ServerLifecycle:
             proxy_rejected=self._proxy_rejected,
         )
 
-    def _track(self, conn: Connection) -> None:
-        conn._sweep_mark = 0
-        conn._quiet_since = time.monotonic()
-        self._connections.add(conn)
+    def _track(self, conn: Connection, slot: Slot | None = None) -> None:
+        host = None
+        if slot is not None:
+            slot.taken = True
+            host = slot.host
+        self._connections.add(conn, host)
         self._total += 1
         if self.log_connections:
-            self._opened[conn] = conn._quiet_since
+            self._opened[conn] = time.monotonic()
             conn_log.info("%s: connected", format_address(conn.address))
-        if len(self._connections) >= self._cap and self._cap:
-            self._acceptor.pause(_LIMIT)
-            if not self._at_limit:
-                self._at_limit = True
-                self._limit_reached += 1
-                conn_log.warning(
-                    "connection limit reached (%d open); new clients wait in "
-                    "the listen backlog",
-                    len(self._connections),
-                )
+        self._cap.update(self._slots())
 
     def _untrack(self, conn: Connection) -> None:
-        counts = self._connections.pop(conn)
+        record = self._connections.pop(conn)
+        if record is None:
+            return
+        self._hosts.release(record.host)
         self._bytes_in += conn.bytes_in
         self._bytes_out += conn.bytes_out
+        counts = record.counts
         if counts is not None:
             self._lines += counts.lines
             self._lines_too_long += counts.lines_too_long
@@ -365,48 +427,53 @@ class ServerLifecycle:
                 conn.bytes_in,
                 conn.bytes_out,
             )
-        open_now = len(self._connections)
-        if open_now < self._cap:
-            self._acceptor.resume(_LIMIT)
-            if self._at_limit and open_now <= self._cap * (1 - _LIMIT_HYSTERESIS):
-                self._at_limit = False
-                conn_log.info("below the connection limit (%d open)", open_now)
+        self._cap.update(self._slots())
 
     def _start_limits(self) -> None:
         limits = self._limits
-        self._cap = limits.connection_cap()
+        self._cap.cap = limits.connection_cap()
+        self._hosts.limit = limits.max_connections_per_host
         if self._sweeper is not None:
             self._sweeper.stop()
             self._sweeper = None
         interval = limits.sweep_interval()
         if interval is not None:
+            self._idle_sweeps = _sweeps(limits.idle_timeout, interval)
+            self._stall_sweeps = _sweeps(limits.write_timeout, interval)
             self._sweeper = PeriodicCallback(self._sweep, interval * 1000)
             self._sweeper.start()
 
     def _sweep(self) -> None:
-        """Close connections that made no progress for too long."""
-        now = time.monotonic()
-        idle = self._limits.idle_timeout
-        stall = self._limits.write_timeout
-        for conn in self._connections:
+        """Close connections that made no progress for too long.
+
+        Quiet time is counted in sweeps, not read off the clock: sweeps run
+        on a fixed schedule, and a clock reading taken a millisecond early
+        would otherwise postpone a close by a whole interval.
+        """
+        idle = self._idle_sweeps
+        stall = self._stall_sweeps
+        for conn, record in self._connections.records():
             progress = conn.bytes_in + conn.bytes_out
-            if progress != conn._sweep_mark:
-                conn._sweep_mark = progress
-                conn._quiet_since = now
+            if progress != record.progress:
+                record.progress = progress
+                record.quiet_sweeps = 0
                 continue
-            quiet = now - conn._quiet_since
+            record.quiet_sweeps += 1
+            quiet = record.quiet_sweeps
             if stall and quiet >= stall and conn.writing():
                 self._write_timeouts += 1
                 conn_log.info(
                     "%s: took none of our pending data for %gs; closing",
                     format_address(conn.address),
-                    stall,
+                    self._limits.write_timeout,
                 )
                 conn.close()
             elif idle and quiet >= idle:
                 self._idle_timeouts += 1
                 conn_log.info(
-                    "%s: idle for %gs; closing", format_address(conn.address), idle
+                    "%s: idle for %gs; closing",
+                    format_address(conn.address),
+                    self._limits.idle_timeout,
                 )
                 conn.close()
 
@@ -450,3 +517,11 @@ class ServerLifecycle:
         if self._sweeper is not None:
             self._sweeper.stop()
         return ShutdownResult(drained=drained, closed=closed)
+
+
+def _sweeps(timeout: float, interval: float) -> int:
+    """How many quiet sweeps make ``timeout``; 0 if it is off."""
+    if not timeout:
+        return 0
+    # The epsilon keeps 2.0 / 0.25 from rounding up to 9 sweeps.
+    return max(1, math.ceil(timeout / interval - 1e-9))

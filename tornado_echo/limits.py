@@ -7,6 +7,8 @@ limit               default               at the limit
 ==================  ====================  ====================================
 max_connections     open-file limit - 32  stop accepting; clients wait in the
                                           listen backlog until a slot frees
+max_connections_    off                   close the host's new connections
+per_host                                  (an IPv6 host counts by its /64)
 idle_timeout        300 s                 close a connection with no traffic
                                           either way for that long
 write_timeout       60 s                  close a connection whose peer took
@@ -15,10 +17,17 @@ handshake_timeout   10 s                  close a TLS connection whose
                                           handshake has not finished
 ==================  ====================  ====================================
 
-The timeouts cost nothing per read or write: a periodic sweep (at most once
-a second) compares each connection's byte counters with what it saw last
-time, so a connection is closed between one and about one and a quarter
-timeouts after its last progress.
+Every accepted socket counts against ``max_connections`` from the moment it
+is accepted: one waiting for its PROXY header or in its TLS handshake too.
+``max_connections_per_host`` counts by the client's real address (from the
+PROXY header, when there is one); leave it off behind a balancer that does
+not send one, since every connection then comes from the balancer.
+
+The timeouts cost nothing per read or write: a periodic sweep (an eighth of
+the shortest timeout, at most once a second) compares each connection's
+byte counters with what it saw last time, so a connection is closed between
+one and one and a quarter timeouts after its last progress (as long as
+nothing blocks the event loop).
 """
 
 from __future__ import annotations
@@ -33,8 +42,10 @@ import resource
 FD_RESERVE = 32
 
 # The sweep runs this many times per shortest timeout, but at most once a
-# second: precision of a quarter timeout, and no cost worth measuring.
-_SWEEPS_PER_TIMEOUT = 4
+# second. A close comes up to two intervals late: one before the sweep sees
+# the last progress, and one because another timeout need not be a whole
+# number of intervals. Eight keeps that within a quarter of any timeout.
+_SWEEPS_PER_TIMEOUT = 8
 _MAX_SWEEP_INTERVAL = 1.0
 
 # An unlimited RLIMIT_NOFILE still has to give a finite default.
@@ -57,22 +68,26 @@ class Limits:
     server starts listening. Timeouts are seconds; ``0`` means never.
 
     >>> Limits(max_connections=1000, idle_timeout=30)
-    Limits(max_connections=1000, idle_timeout=30, write_timeout=60.0, \
-handshake_timeout=10.0)
+    Limits(max_connections=1000, max_connections_per_host=None, \
+idle_timeout=30, write_timeout=60.0, handshake_timeout=10.0)
 
     .. versionadded:: 0.3.0
+
+    .. versionchanged:: 0.3.0
+       ``max_connections_per_host``.
     """
 
     max_connections: int | None = None
+    max_connections_per_host: int | None = None
     idle_timeout: float = 300.0
     write_timeout: float = 60.0
     handshake_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.max_connections is not None and self.max_connections < 1:
-            raise ValueError(
-                f"max_connections must be at least 1, not {self.max_connections!r}"
-            )
+        for name in ("max_connections", "max_connections_per_host"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be at least 1, not {value!r}")
         for name in ("idle_timeout", "write_timeout", "handshake_timeout"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):  # also rejects nan
@@ -87,8 +102,8 @@ handshake_timeout=10.0)
     def sweep_interval(self) -> float | None:
         """Seconds between timeout sweeps; ``None`` if both timeouts are off.
 
-        >>> Limits(idle_timeout=2).sweep_interval()  # a quarter of the shortest
-        0.5
+        >>> Limits(idle_timeout=2).sweep_interval()  # an eighth of the shortest
+        0.25
         >>> Limits().sweep_interval()  # but at most once a second
         1.0
         >>> Limits(idle_timeout=0, write_timeout=0).sweep_interval() is None

@@ -67,8 +67,17 @@ log = logging.getLogger("tornado_echo")
 # Blocked in the parent for as long as `supervise` runs, so each arrives as a
 # sigwaitinfo result rather than as a handler interrupting Python code, and
 # a worker forked meanwhile starts with them blocked: a SIGTERM sent to it
-# before it has reset its dispositions waits instead of being lost.
+# before it has reset its dispositions waits instead of being lost. SIGHUP
+# (a closed terminal) stops the workers like SIGTERM, unless it is ignored
+# (nohup): blocked, an ignored signal would still be queued and waited for.
 _SIGNALS = frozenset({signal.SIGCHLD, signal.SIGINT, signal.SIGTERM})
+
+
+def _signals() -> frozenset[signal.Signals]:
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        return _SIGNALS
+    return _SIGNALS | {signal.SIGHUP}
+
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -115,8 +124,8 @@ def supervise(
     index, unless more than ``max_restarts`` restarts fall within
     ``restart_window`` seconds: then the rest are stopped and the result is 1.
 
-    The first SIGTERM or SIGINT calls ``on_stopping`` and sends SIGTERM to
-    every worker; a second SIGINT is forwarded to them (for workers that
+    The first SIGTERM, SIGINT or SIGHUP (unless SIGHUP is ignored, as under
+    ``nohup``) calls ``on_stopping`` and sends SIGTERM to every worker; a second SIGINT is forwarded to them (for workers that
     treat it as "close connections now"), and further SIGTERMs are
     dropped. Workers still running ``stop_timeout`` seconds after the first
     signal are killed with SIGKILL.
@@ -151,22 +160,23 @@ def supervise(
     if stop_timeout is not None and stop_timeout < 0:
         raise ValueError(f"stop_timeout must be >= 0 or None, not {stop_timeout}")
 
+    signals = _signals()
     supervisor = _Supervisor(
-        worker, max_restarts, restart_window, stop_timeout, on_stopping
+        worker, max_restarts, restart_window, stop_timeout, on_stopping, signals
     )
     # With SIGCHLD ignored the kernel reaps children itself, and waitpid
     # would never report a worker's exit.
     old_sigchld = signal.getsignal(signal.SIGCHLD)
     if old_sigchld == signal.SIG_IGN:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         return supervisor.run(count, on_ready)
     finally:
         supervisor.kill_all()
         # Signals still pending repeat a stop that has happened; unblocked,
         # they would reach the caller as a KeyboardInterrupt or a death.
-        while signal.sigtimedwait(_SIGNALS, 0) is not None:
+        while signal.sigtimedwait(signals, 0) is not None:
             pass
         if old_sigchld == signal.SIG_IGN:
             signal.signal(signal.SIGCHLD, old_sigchld)
@@ -183,8 +193,10 @@ class _Supervisor:
         restart_window: float,
         stop_timeout: float | None,
         on_stopping: Callable[[], None] | None,
+        signals: frozenset[signal.Signals],
     ) -> None:
         self._worker = worker
+        self._signals = signals
         self._max_restarts = max_restarts
         self._restart_window = restart_window
         self._stop_timeout = stop_timeout
@@ -207,10 +219,10 @@ class _Supervisor:
         while self._children:
             info: signal.struct_siginfo | None
             if self._deadline is None:
-                info = signal.sigwaitinfo(_SIGNALS)
+                info = signal.sigwaitinfo(self._signals)
             else:
                 remaining = max(0.0, self._deadline - time.monotonic())
-                info = signal.sigtimedwait(_SIGNALS, remaining)
+                info = signal.sigtimedwait(self._signals, remaining)
             if info is None:
                 self._kill_stragglers()
             elif info.si_signo == signal.SIGCHLD:
@@ -237,7 +249,7 @@ class _Supervisor:
         _flush_output()
         pid = os.fork()
         if pid == 0:
-            _run_worker(self._worker, index, self._pid, self._prctl)
+            _run_worker(self._worker, index, self._pid, self._prctl, self._signals)
         self._children[pid] = index
         log.info("worker %d started (pid %d)", index, pid)
 
@@ -324,11 +336,12 @@ def _run_worker(
     index: int,
     parent_pid: int,
     prctl: Callable[..., int],
+    signals: frozenset[signal.Signals],
 ) -> NoReturn:
     """The child's side of the fork: run ``worker`` and exit, whatever happens."""
     status = 1
     try:
-        status = _exit_status(_worker_main(worker, index, parent_pid, prctl))
+        status = _exit_status(_worker_main(worker, index, parent_pid, prctl, signals))
     except SystemExit as exc:
         status = _exit_status(exc.code)
     except KeyboardInterrupt:
@@ -348,6 +361,7 @@ def _worker_main(
     index: int,
     parent_pid: int,
     prctl: Callable[..., int],
+    signals: frozenset[signal.Signals],
 ) -> object:
     # systemd would take a worker's READY=1 or STOPPING=1 for the service's.
     os.environ.pop("NOTIFY_SOCKET", None)
@@ -366,7 +380,7 @@ def _worker_main(
     # already belong to another process.
     if os.getppid() != parent_pid:
         return 1
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
     return worker(index)
 
 

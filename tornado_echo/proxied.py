@@ -30,6 +30,7 @@ from typing import Any
 
 from tornado.ioloop import IOLoop
 
+from tornado_echo._readiness import raise_pending_error
 from tornado_echo.logs import conn_log, format_address
 from tornado_echo.proxy import (
     V1_MAX_LENGTH,
@@ -165,7 +166,11 @@ class HeaderReader:
         except ProxyHeaderError as exc:
             self._fail(str(exc))
         except OSError as exc:
-            self._fail(exc.strerror or str(exc))
+            # A reset is network weather, as it is once served.
+            conn_log.debug(
+                "%s: connection ended: %s", format_address(self._address), exc
+            )
+            self._fail("")
 
     def _read(self) -> None:
         parser = self._parser
@@ -190,6 +195,10 @@ class HeaderReader:
         header = parser.header
         if header is not None:
             self._finish(header)
+        else:
+            # A reset behind a partial header: uvloop reports it only once,
+            # with these bytes, and then stops polling the socket.
+            raise_pending_error(self._sock)
 
     def _finish(self, header: ProxyHeader) -> None:
         assert self._timeout is not None

@@ -283,9 +283,11 @@ async def _serve(
     bound = [s.getsockname() for s in sockets]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
 
     def on_signal(sig: signal.Signals) -> None:
         if not stopping.is_set():
+            received.append(sig)
             stopping.set()
         elif sig == signal.SIGINT:
             count = srv.close_all()
@@ -293,7 +295,7 @@ async def _serve(
 
     installed: list[signal.Signals] = []
     if handle_signals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():
             try:
                 loop.add_signal_handler(sig, on_signal, sig)
             except (NotImplementedError, RuntimeError, ValueError):
@@ -318,7 +320,12 @@ async def _serve(
         await stopping.wait()
         srv.stop()
         systemd.notify("STOPPING=1")
-        log.info("shutting down (up to %gs to drain)", shutdown_timeout)
+        how = ""
+        if received:
+            how = f" on {received[0].name}"
+            if received[0] == signal.SIGHUP:
+                how += ", as on SIGTERM"
+        log.info("shutting down%s (up to %gs to drain)", how, shutdown_timeout)
     finally:
         if reporter is not None:
             reporter.stop()
@@ -332,6 +339,19 @@ async def _serve(
                 loop.remove_signal_handler(sig)
         log.info("stopped: %s", srv.stats.summary())
     return result
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that make a server drain and exit.
+
+    SIGINT, SIGTERM and SIGHUP: a closed terminal or a script's ``kill
+    -HUP`` must not kill the server without a drain (there is no
+    configuration to reload). SIGHUP is left alone when it is ignored, as
+    under ``nohup``.
+    """
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        return (signal.SIGINT, signal.SIGTERM)
+    return (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run(

@@ -18,12 +18,13 @@ from tornado.tcpserver import TCPServer
 from tornado_echo._fastpath import stream_class
 from tornado_echo.echo import ByteEcho, ProtocolFactory
 from tornado_echo.fairness import next_time_slice, time_slice_end
-from tornado_echo.halfclose import CountingIOStream, HalfCloseIOStream, chunk_reader
+from tornado_echo.halfclose import CountingIOStream, HalfClosingStream, chunk_reader
 from tornado_echo.lifecycle import (
     DEFAULT_CHUNK_SIZE,
     LINGER_TIMEOUT,
     LineCounts,
     ServerLifecycle,
+    Slot,
 )
 from tornado_echo.limits import Limits
 from tornado_echo.logs import conn_log, format_address, log_connection_error
@@ -97,9 +98,10 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
         self,
         sock: socket.socket,
         address: Any,
-        proxy_header: ProxyHeader | None = None,
+        proxy_header: ProxyHeader | None,
+        slot: Slot,
     ) -> None:
-        stream: IOStream
+        stream: CountingIOStream
         if self.ssl_options is None:
             stream = self._stream_class(
                 sock,
@@ -113,6 +115,9 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
                     self.ssl_options,
                     server_side=True,
                     do_handshake_on_connect=False,
+                    # A FIN without close_notify is an error, not the end of
+                    # input: `TLSStream` may answer only a real end.
+                    suppress_ragged_eofs=False,
                 )
             except OSError as exc:
                 sock.close()
@@ -128,6 +133,10 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
                 read_chunk_size=self.read_chunk_size,
             )
         stream.proxy_header = proxy_header
+        stream.address = address
+        # Now, not in handle_stream, whose first step runs on a later loop
+        # turn: a whole backlog accepted in one event must meet the cap.
+        self._track(stream, slot)
         future = self.handle_stream(stream, address)
         if future is not None:
             IOLoop.current().add_future(gen.convert_yielded(future), _raise_result)
@@ -135,9 +144,11 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
         """Serve one connection until it ends, then always close it."""
         stream = self._adopt(stream)
-        if isinstance(stream, CountingIOStream):
-            stream.address = address
-        self._track(stream)  # type: ignore[arg-type]
+        if stream not in self._connections:
+            # Handed to us directly, not through our own accepts.
+            if isinstance(stream, CountingIOStream):
+                stream.address = address
+            self._track(stream)  # type: ignore[arg-type]
         try:
             if stream.socket.family in (socket.AF_INET, socket.AF_INET6):
                 stream.set_nodelay(True)
@@ -146,7 +157,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
             ):
                 return
             await self.serve_stream(stream, address)
-            if isinstance(stream, HalfCloseIOStream):
+            if isinstance(stream, HalfClosingStream):
                 await stream.finish(LINGER_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - logged; others keep being served
             log_connection_error(address, exc)

@@ -24,12 +24,15 @@ class ServerStats:
     limit delays connections rather than refusing them. ``accept_errors``
     counts episodes of failed accepts (out of file descriptors or memory).
     ``proxy_rejected`` counts connections refused for an untrusted source or
-    a missing, malformed or late PROXY protocol header.
+    a missing, malformed or late PROXY protocol header, and
+    ``host_limit_refused`` those closed because their host already had
+    ``max_connections_per_host`` open.
 
     >>> ServerStats(connections_total=3, bytes_in=10, bytes_out=10).summary()
     'connections 0 open, 3 total, 0 drained, 0 force-closed; bytes 10 in, 10 out; \
 lines 0, 0 too long; limit reached 0 times; accept errors 0; timeouts 0 idle, \
-0 write; failed TLS handshakes 0; PROXY headers rejected 0'
+0 write; failed TLS handshakes 0; PROXY headers rejected 0; over the per-host \
+limit 0'
 
     .. versionadded:: 0.3.0
     """
@@ -48,6 +51,7 @@ lines 0, 0 too long; limit reached 0 times; accept errors 0; timeouts 0 idle, \
     write_timeouts: int = 0
     handshake_failures: int = 0
     proxy_rejected: int = 0
+    host_limit_refused: int = 0
 
     def summary(self) -> str:
         """The counters as one log line."""
@@ -61,5 +65,6 @@ lines 0, 0 too long; limit reached 0 times; accept errors 0; timeouts 0 idle, \
             f"accept errors {self.accept_errors}; "
             f"timeouts {self.idle_timeouts} idle, {self.write_timeouts} write; "
             f"failed TLS handshakes {self.handshake_failures}; "
-            f"PROXY headers rejected {self.proxy_rejected}"
+            f"PROXY headers rejected {self.proxy_rejected}; "
+            f"over the per-host limit {self.host_limit_refused}"
         )

@@ -1,5 +1,5 @@
 """TLS for the stream servers: a server context with modern defaults, and a
-stream that counts its bytes and fails handshakes quietly.
+stream that counts its bytes, fails handshakes quietly and ends cleanly.
 
 `server_context` is what ``tornado-echo --certfile ... --keyfile ...``
 builds; pass its result as ``ssl_options`` to `.EchoServer` or
@@ -9,6 +9,16 @@ A failed handshake is ordinary network weather: a port scanner, a client
 with the wrong CA, or someone typing plain text at the TLS port. Tornado's
 `.SSLIOStream` logs each one as a WARNING; `TLSStream` keeps that line out
 of the log, and the server logs one DEBUG line instead.
+
+A TLS connection ends with ``close_notify`` alerts, each side's "I am done
+sending". Tornado's stream closes the socket without one, which a client
+that checks (as Python's ``ssl`` does with ``suppress_ragged_eofs=False``)
+reports as a truncation. `TLSStream` sends ours whenever it ends a session
+that is still sound. The client's ``close_notify`` is its end of input:
+under TLS 1.3, where each direction closes on its own, the server may still
+answer it (the unterminated tail of ``--lines``, `.LineServer.handle_eof`),
+as after a TCP half-close; TLS 1.2 requires an immediate ``close_notify``
+back, so there the close is final.
 """
 
 from __future__ import annotations
@@ -19,10 +29,10 @@ import os
 import ssl
 from collections.abc import Iterator
 
-from tornado.iostream import SSLIOStream
+from tornado.iostream import IOStream, SSLIOStream
 from tornado.log import gen_log
 
-from tornado_echo.halfclose import CountingIOStream
+from tornado_echo.halfclose import HalfClosingStream
 
 
 class TLSConfigError(ValueError):
@@ -108,15 +118,51 @@ def _quiet_handshake() -> Iterator[None]:
         gen_log.removeFilter(_DROP)
 
 
-class TLSStream(CountingIOStream, SSLIOStream):
-    """The `.SSLIOStream` our servers use: it counts bytes, and a failed
-    handshake closes it without a WARNING (the error is the stream's
-    ``error``, for the server to log at DEBUG).
+class TLSStream(HalfClosingStream, SSLIOStream):
+    """The `.SSLIOStream` our servers use.
+
+    It counts bytes; a failed handshake closes it without a WARNING (the
+    error is the stream's ``error``, for the server to log at DEBUG); it
+    sends ``close_notify`` when it ends a sound session; and under TLS 1.3
+    it keeps writing after the peer's ``close_notify``, as
+    `.HalfCloseIOStream` does after a FIN.
 
     .. versionadded:: 0.3.0
     """
 
     __slots__ = ()
+
+    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
+        count = super().read_from_fd(buf)
+        # 0 is the peer's close_notify: the socket is wrapped with ragged
+        # EOFs reported as errors, so a bare FIN never gets here.
+        if count == 0 and self.socket.version() == "TLSv1.3":
+            self.peer_closed = True
+        return count
+
+    def _write_side_class(self) -> type[IOStream]:
+        return TLSStream
+
+    def _end_writing(self) -> None:
+        self._send_close_notify()
+        super()._end_writing()
+
+    def close_fd(self) -> None:
+        if not self.peer_closed and self.error is None:
+            self._send_close_notify()
+        super().close_fd()
+
+    def _send_close_notify(self) -> None:
+        sock = self.socket
+        # version() is None until the handshake is done: nothing to end.
+        if sock is None or sock.version() is None:
+            return
+        try:
+            # Sends close_notify, then fails for want of the peer's reply
+            # (the socket is non-blocking); we need not wait for it.
+            sock.unwrap()
+        except (OSError, ValueError):
+            pass  # not sent (reset, or the buffer full): we close anyway
 
     def _do_ssl_handshake(self) -> None:
         with _quiet_handshake():
