@@ -131,6 +131,47 @@ def test_framer_agrees_with_reference_model(
     assert feed(chunks, delimiter, cap) == reference(data, delimiter, cap)
 
 
+def feed_taking_lines(
+    chunks: Iterable[bytes], delimiter: bytes, max_line_length: int
+) -> list[Event]:
+    """Like `feed`, but through `LineFramer.receive_lines` wherever it takes."""
+    framer = LineFramer(delimiter, max_line_length)
+    events: list[Event] = []
+    for chunk in [*chunks, b""]:
+        taken = framer.receive_lines(chunk)
+        if taken is not None:
+            span, count = taken
+            assert span.endswith(delimiter)
+            *lines, rest = span.split(delimiter)
+            assert rest == b"" and len(lines) == count
+            events += [Line(line) for line in lines]
+        events += drain(framer)
+    return events
+
+
+@FAST
+@given(st.one_of(chunked_input(), alphabet_input()))
+def test_taking_lines_in_one_piece_gives_the_same_lines(
+    case: tuple[bytes, list[bytes], bytes, int],
+) -> None:
+    data, chunks, delimiter, cap = case
+    assert feed_taking_lines(chunks, delimiter, cap) == reference(data, delimiter, cap)
+
+
+@FAST
+@given(
+    st.sampled_from([b"aa", b"aba", b"\n"]),
+    st.lists(st.sampled_from([b"a", b"b", b"\n", b"xyz"]), max_size=40),
+    st.lists(st.integers(0, 60), max_size=10),
+)
+def test_taking_lines_agrees_for_delimiters_that_overlap_themselves(
+    delimiter: bytes, pieces: list[bytes], cuts: list[int]
+) -> None:
+    data = b"".join(pieces)
+    chunks = split_at(data, cuts)
+    assert feed_taking_lines(chunks, delimiter, 6) == feed(chunks, delimiter, 6)
+
+
 @FAST
 @given(
     st.sampled_from(DELIMITERS),

@@ -80,7 +80,9 @@ class FastPathIOStream(HalfCloseIOStream):
             return self.read_chunk(num_bytes)
         return super().read_bytes(num_bytes, partial)
 
-    def read_chunk(self, max_bytes: int) -> Awaitable[bytes]:
+    def read_chunk(
+        self, max_bytes: int, *, after_others: bool = False
+    ) -> Awaitable[bytes]:
         # No buffer of our own: recv() straight into a new bytes object.
         if (
             max_bytes < 1
@@ -91,8 +93,9 @@ class FastPathIOStream(HalfCloseIOStream):
             return super().read_bytes(max_bytes, partial=True)
         future: Future[bytes] = Future()
         self._read_future = future
-        if self._drained:
-            # The last recv emptied the socket (see HalfCloseIOStream).
+        if self._drained or after_others:
+            # The last recv emptied the socket (see HalfCloseIOStream), or
+            # others go first: straight to waiting for READ.
             self._drained = False
             error = self._unreported_error()
             if error is not None:

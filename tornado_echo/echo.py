@@ -155,7 +155,14 @@ class LineEcho:
         ):
             self.lines += data.count(framer.delimiter)
             return data
-        framer.receive_data(data)
+        if not self.finished:
+            # Many lines, or a line completed across reads: one slice.
+            whole = framer.receive_lines(data)
+            if whole is not None:
+                self.lines += whole[1]
+                return whole[0]
+        else:
+            framer.receive_data(data)
         out = bytearray()
         while not self.finished and (event := framer.next_event()) is not NEED_DATA:
             if isinstance(event, Line):

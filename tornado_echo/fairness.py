@@ -1,10 +1,23 @@
-"""Time slices: one busy connection must not monopolise the event loop.
+"""Fairness: busy connections share the event loop, and light ones barely wait.
 
 `.IOStream` resolves a read or write inline when the socket is ready, and
 awaiting a finished future does not return to the event loop, so a client
 that keeps the pipe full would otherwise hold it for as long as it likes.
-Each connection's loop gives the event loop a turn after a few milliseconds
-of uninterrupted work.
+
+A connection is *busy* while it has work at hand without waiting for the
+poller: its reads fill their whole chunk (so the next one completes
+inline), or lines are queued in its framer. A read that comes back short
+has emptied the socket, and the next one waits for the poller anyway: a
+request/reply connection is never busy and pays nothing here.
+
+The busy connections of a server share one `ROUND` of loop time: each
+gives way (`next_turn`, which lets every other ready callback run) once it
+has run for ``ROUND`` divided by the number of busy connections. With many
+of them that is one chunk each per turn of the loop, which is what a
+level-triggered poller gives the raw fd handlers of `.RawEchoServer`; a
+light client then waits about one round, however many connections flood.
+A lone bulk transfer gives way only once per round, so it loses almost
+nothing to the yields (each costs a turn of the loop, some µs).
 """
 
 from __future__ import annotations
@@ -12,30 +25,74 @@ from __future__ import annotations
 import asyncio
 import time
 
-# Long enough that a turn of the loop is rare next to the work (a few
-# hundred requests), short enough that other clients do not notice.
-_TIME_SLICE = 0.005
+#: Loop time that one server's busy connections get together before every
+#: other callback (a light client's reply, an accept) gets a turn.
+ROUND = 0.0005
 
 
-def time_slice_end() -> float:
-    """When a connection's loop that starts now must next give way.
+class LoopShare:
+    """What one server's connections know of each other's turns."""
 
-    The loops keep the result in a local and compare it with
-    ``time.monotonic()`` on every request, then call `next_time_slice`::
+    __slots__ = ("busy", "turns")
 
-        slice_end = time_slice_end()
-        while ...:
-            ...
-            if time.monotonic() >= slice_end:
-                slice_end = await next_time_slice()
+    def __init__(self) -> None:
+        #: Turns started so far, by every connection of the server.
+        self.turns = 0
+        #: The latest estimate of how many connections are busy.
+        self.busy = 1
 
-    A float in the loop's frame rather than an object: nothing to allocate
-    per connection, and no method call per request.
+
+class Turn:
+    """One connection's part of its server's `LoopShare`.
+
+    The driver calls `begin` when it has work at hand after a wait (a
+    read that filled its chunk), `due` whenever it has more without waiting
+    (before the next read, or the next queued line; `due` begins a turn if
+    none is running), and gives way when that returns True; it calls
+    `waited` after a read that came back short.
+
+    How many connections are busy is counted, not guessed: a connection
+    that stayed busy since its last turn has seen every other busy
+    connection take one turn meanwhile.
     """
-    return time.monotonic() + _TIME_SLICE
+
+    __slots__ = ("_end", "_last", "_share", "_stayed_busy", "running")
+
+    def __init__(self, share: LoopShare) -> None:
+        self._share = share
+        self._end = 0.0
+        self._last = 0  # share.turns when this connection's turn began
+        self._stayed_busy = False
+        #: True while this connection is in a turn.
+        self.running = False
+
+    def begin(self) -> None:
+        """A turn starts: the connection has work at hand after a wait."""
+        share = self._share
+        share.turns += 1
+        if self._stayed_busy:
+            share.busy = share.turns - self._last
+        self._last = share.turns
+        self.running = True
+        self._end = time.monotonic() + ROUND / share.busy
+
+    def due(self) -> bool:
+        """True if the connection has had its share and must give way now."""
+        if not self.running:
+            self.begin()
+            return False
+        if time.monotonic() < self._end:
+            return False
+        self.running = False
+        self._stayed_busy = True
+        return True
+
+    def waited(self) -> None:
+        """The connection waited for the network: it is not busy now."""
+        self.running = False
+        self._stayed_busy = False
 
 
-async def next_time_slice() -> float:
-    """Let other callbacks run; returns the end of the next slice."""
+async def next_turn() -> None:
+    """Let every other ready callback run before this task goes on."""
     await asyncio.sleep(0)
-    return time.monotonic() + _TIME_SLICE

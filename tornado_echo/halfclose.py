@@ -28,7 +28,6 @@ checked against.
 from __future__ import annotations
 
 import asyncio
-import functools
 import socket
 from asyncio import Future
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,7 @@ from typing import Any
 from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_echo._readiness import pending_error
+from tornado_echo.fairness import next_turn
 
 # The first buffer of `HalfCloseIOStream.read_chunk`: small, because a
 # waiting read holds it for as long as the client stays silent.
@@ -178,18 +178,22 @@ class HalfCloseIOStream(HalfClosingStream):
     # Slots, not instance attributes: `.IOStream` already sets 27, and a
     # few more would push its instance dict past the 30 keys a shared-key
     # dict holds, costing about 1.5 KB per connection.
-    __slots__ = ("_answered", "_chunk_buffer", "_drained")
+    __slots__ = ("_after_others", "_answered", "_chunk_buffer", "_drained")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The last recv returned less than asked: the kernel had no more.
         self._drained = False
+        # See read_chunk(after_others=True).
+        self._after_others = False
         # A send went through since the last recv that returned data; see
         # `_unreported_error`.
         self._answered = False
         self._chunk_buffer: bytearray | None = None
 
-    def read_chunk(self, max_bytes: int) -> Awaitable[bytes]:
+    def read_chunk(
+        self, max_bytes: int, *, after_others: bool = False
+    ) -> Awaitable[bytes]:
         """Read what has arrived: at least one byte, at most ``max_bytes``.
 
         The same as ``read_bytes(max_bytes, partial=True)``, without the
@@ -198,15 +202,25 @@ class HalfCloseIOStream(HalfClosingStream):
         buffer this stream keeps, which starts small and doubles, up to
         ``max_bytes``, whenever a read fills it.
 
+        With ``after_others``, the read waits for the poller's READ event
+        even if bytes are there already, so that every other ready
+        connection is served first (``tornado_echo.fairness``).
+
         .. versionadded:: 0.3.0
         """
-        return self._read_chunk(max_bytes)
+        return self._read_chunk(max_bytes, after_others)
 
-    async def _read_chunk(self, max_bytes: int) -> bytes:
+    async def _read_chunk(self, max_bytes: int, after_others: bool) -> bytes:
         buf = self._chunk_buffer
         if buf is None or len(buf) > max_bytes:
             buf = self._chunk_buffer = bytearray(min(_FIRST_CHUNK, max_bytes))
-        count = await self.read_into(buf, partial=True)
+        # The flag covers only the inline attempt, made inside this call.
+        self._after_others = after_others
+        try:
+            future = self.read_into(buf, partial=True)
+        finally:
+            self._after_others = False
+        count = await future
         with memoryview(buf) as view:
             data = view[:count].tobytes()
         if count == len(buf) < max_bytes:
@@ -214,9 +228,10 @@ class HalfCloseIOStream(HalfClosingStream):
         return data
 
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
-        if self._drained:
-            # This recv would fail with EAGAIN. Skip it: the stream then
-            # waits for READ, which arrives at once if data came meanwhile.
+        if self._drained or self._after_others:
+            # This recv would fail with EAGAIN (or others go first). Skip
+            # it: the stream then waits for READ, which arrives at once if
+            # data is there.
             self._drained = False
             error = self._unreported_error()
             if error is not None:
@@ -278,10 +293,29 @@ class HalfCloseIOStream(HalfClosingStream):
         return IOStream.write(self, data)
 
 
-def chunk_reader(stream: IOStream) -> Callable[[int], Awaitable[bytes]]:
-    """``read(max_bytes)`` for ``stream``: `HalfCloseIOStream.read_chunk` if
-    it has it, else ``read_bytes(max_bytes, partial=True)`` (a TLS stream).
+#: ``read(max_bytes, after_others)``: see `chunk_reader`.
+ChunkReader = Callable[[int, bool], Awaitable[bytes]]
+
+
+def chunk_reader(stream: IOStream) -> ChunkReader:
+    """``read(max_bytes, after_others)`` for ``stream``.
+
+    `HalfCloseIOStream.read_chunk` if it has it. Else (a TLS stream)
+    ``read_bytes(max_bytes, partial=True)``, after `.next_turn` if
+    ``after_others``: OpenSSL's own buffer may hold the bytes, so the read
+    cannot be left to the poller.
     """
     if isinstance(stream, HalfCloseIOStream):
-        return stream.read_chunk
-    return functools.partial(stream.read_bytes, partial=True)
+        read_chunk = stream.read_chunk
+
+        def read_plain(max_bytes: int, after_others: bool) -> Awaitable[bytes]:
+            return read_chunk(max_bytes, after_others=after_others)
+
+        return read_plain
+
+    async def read_tls(max_bytes: int, after_others: bool) -> bytes:
+        if after_others:
+            await next_turn()
+        return await stream.read_bytes(max_bytes, partial=True)
+
+    return read_tls

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from asyncio import Future
 from typing import TYPE_CHECKING, Any, Unpack
 
 from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_echo.echo import LONG_LINE_POLICIES, LONG_LINE_REPLY, LongLinePolicy
-from tornado_echo.fairness import next_time_slice, time_slice_end
+from tornado_echo.fairness import Turn, next_turn
 from tornado_echo.halfclose import chunk_reader
 from tornado_echo.lifecycle import DEFAULT_CHUNK_SIZE
 from tornado_echo.lines import (
@@ -63,6 +62,7 @@ class LineConnection:
         self._framer = LineFramer(server.delimiter, server.max_line_length)
         self._chunk_size = server.read_chunk_size or DEFAULT_CHUNK_SIZE
         self._read = chunk_reader(stream)
+        self._turn = Turn(server._loop_share)
         self._closed = False
         self._finishing = False
         self._at_eof = False
@@ -167,7 +167,7 @@ class LineConnection:
                 # The framer already reported the end; nothing more comes.
                 return EndOfInput(b"")
             try:
-                data = await self._read(self._chunk_size)
+                data = await self._read(self._chunk_size, False)
             except StreamClosedError as exc:
                 if self._closed or exc.real_error is not None:
                     raise
@@ -175,6 +175,8 @@ class LineConnection:
                 data = b""
             if not data:
                 self._at_eof = True
+            if len(data) < self._chunk_size and self._turn.running:
+                self._turn.waited()  # the socket is empty: tornado_echo.fairness
             framer.receive_data(data)
         return event
 
@@ -299,13 +301,14 @@ class LineServer(TrackedTCPServer):
         conn = self.connection_class(self, stream, address)
         self._line_connections.add(conn)
         self._count_lines(stream, conn)
-        slice_end = time_slice_end()
+        turn = conn._turn
         try:
             await self.on_connect(conn)
             while not (conn._closed or conn._finishing):
-                if time.monotonic() >= slice_end:
-                    slice_end = await next_time_slice()
                 event = await conn._next_event()
+                # Work at hand: a line, which may be one of many queued.
+                if turn.due():
+                    await next_turn()
                 if isinstance(event, Line):
                     conn.lines += 1
                     reply = await self.handle_line(conn, event.data)

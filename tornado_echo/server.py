@@ -6,7 +6,6 @@ import asyncio
 import errno
 import socket
 import ssl
-import time
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from tornado import gen
@@ -17,7 +16,7 @@ from tornado.tcpserver import TCPServer
 
 from tornado_echo._fastpath import stream_class
 from tornado_echo.echo import ByteEcho, ProtocolFactory
-from tornado_echo.fairness import next_time_slice, time_slice_end
+from tornado_echo.fairness import LoopShare, Turn
 from tornado_echo.halfclose import CountingIOStream, HalfClosingStream, chunk_reader
 from tornado_echo.lifecycle import (
     DEFAULT_CHUNK_SIZE,
@@ -93,6 +92,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
             log_connections=options.get("log_connections", False),
         )
         self._stream_class = stream_class()
+        self._loop_share = LoopShare()
 
     def _on_accepted(
         self,
@@ -261,15 +261,21 @@ class EchoServer(TrackedTCPServer):
             self._count_lines(stream, protocol)  # type: ignore[arg-type]
         chunk_size = self.read_chunk_size or DEFAULT_CHUNK_SIZE
         read = chunk_reader(stream)
-        slice_end = time_slice_end()
+        turn = Turn(self._loop_share)
+        after_others = False
         while not protocol.finished:
             try:
-                data = await read(chunk_size)
+                data = await read(chunk_size, after_others)
             except StreamClosedError as exc:
                 if exc.real_error is not None:
                     raise
                 # The client's FIN: the protocol may still owe a last answer.
                 data = b""
+            # A full read: more is waiting, and the next read would complete
+            # without returning to the loop (tornado_echo.fairness).
+            full = len(data) == chunk_size
+            if full and not turn.running:
+                turn.begin()
             out = protocol.receive_data(data)
             if out:
                 self._buffered += len(out)
@@ -277,5 +283,7 @@ class EchoServer(TrackedTCPServer):
                     await stream.write(out)
                 finally:
                     self._buffered -= len(out)
-            if time.monotonic() >= slice_end:
-                slice_end = await next_time_slice()
+            if full:
+                after_others = turn.due()
+            elif turn.running:
+                turn.waited()
