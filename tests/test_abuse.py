@@ -24,10 +24,12 @@ from typing import Any
 
 import pytest
 import trustme
+from _proc import PYTHON, ServerProcess
 from clients import HOST, TIMEOUT, connect, wait_closed_by_server
 from conftest import SERVER_CLASSES, LineEchoServer, Start
 from tornado.testing import ExpectLog
 
+from tornado_echo._fastpath import fast_path_enabled
 from tornado_echo.compat import RawEchoServer
 from tornado_echo.echo import LineEcho
 from tornado_echo.limits import Limits
@@ -409,3 +411,94 @@ async def test_a_light_client_waits_for_little_of_the_busy_clients_work(
     # Measured on the development VM: 3.5 to 26 chunks on every server,
     # up to 70 on a busy machine; 300 to 450 with the old time slices.
     assert statistics.median(read_meanwhile) <= 24 * busy * 65536, read_meanwhile
+
+
+# --- memory of clients that never read -----------------------------------------
+
+LINE_SERVER = """
+import tornado_echo
+from tornado.log import enable_pretty_logging
+
+class Echo(tornado_echo.LineServer):
+    async def handle_line(self, conn, line):
+        return line
+
+enable_pretty_logging()
+tornado_echo.run(0, server=Echo)
+"""
+
+MEMORY_SERVERS = {
+    "stream --lines": ["-m", "tornado_echo", "--port", "0", "--lines"],
+    "compat --lines": [
+        "-m",
+        "tornado_echo",
+        "--port",
+        "0",
+        "--impl",
+        "compat",
+        "--lines",
+    ],
+    "lineserver": ["-c", LINE_SERVER],
+}
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def send_until_stuck(socks: list[socket.socket], payload: bytes) -> None:
+    """Send on every socket until the server takes nothing more from any."""
+    for sock in socks:
+        sock.setblocking(False)
+    deadline = time.monotonic() + TIMEOUT
+    quiet = 0
+    while quiet < 10:
+        assert time.monotonic() < deadline, "the server kept reading"
+        moved = 0
+        for sock in socks:
+            try:
+                moved += sock.send(payload)
+            except BlockingIOError:
+                pass
+        quiet = 0 if moved else quiet + 1
+        time.sleep(0 if moved else 0.02)
+
+
+@pytest.mark.parametrize("name", sorted(MEMORY_SERVERS))
+def test_clients_that_never_read_cost_one_chunk_and_give_it_back(name: str) -> None:
+    server = ServerProcess([*PYTHON, *MEMORY_SERVERS[name]])
+    clients = 300
+    payload = (b"x" * 63 + b"\n") * 1024
+    try:
+        port = server.wait_listening()
+        time.sleep(0.3)  # settled
+        start = rss(server.proc.pid)
+        for _ in range(2):
+            socks = [
+                socket.create_connection((HOST, port), TIMEOUT) for _ in range(clients)
+            ]
+            try:
+                send_until_stuck(socks, payload)
+                held = rss(server.proc.pid)
+            finally:
+                for sock in socks:
+                    sock.close()
+            # One read chunk (64 KiB) each, waiting to be sent, and what
+            # malloc adds; the public-API stream path also keeps a read
+            # buffer of its own per connection.
+            per_client = (held - start) / clients
+            assert per_client <= (160 if fast_path_enabled() else 256) * 1024, (
+                per_client
+            )
+            # Once they have left, the memory goes back to the system
+            # (checked once a second).
+            deadline = time.monotonic() + 5
+            while rss(server.proc.pid) > 1.25 * start:
+                assert time.monotonic() < deadline, (start, held, rss(server.proc.pid))
+                time.sleep(0.1)
+        assert server.stop() == 0
+    finally:
+        server.close()

@@ -37,6 +37,7 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_echo._readiness import pending_error
 from tornado_echo.fairness import next_turn
+from tornado_echo.logs import is_peer_gone
 
 # The first buffer of `HalfCloseIOStream.read_chunk`: small, because a
 # waiting read holds it for as long as the client stays silent.
@@ -81,6 +82,17 @@ class CountingIOStream(IOStream):
         sent = super().write_to_fd(data)
         self.bytes_out += sent
         return sent
+
+    def close(self, exc_info: Any = False) -> None:
+        super().close(exc_info)
+        error = self.error
+        if error is not None and is_peer_gone(error):
+            # The stream keeps its error, and the error's traceback keeps
+            # the frames that raised it, which keep the stream: a cycle
+            # that only a full collection frees, with the socket and the
+            # buffers in it. A reset's traceback is never logged.
+            error.__traceback__ = None
+            error.__context__ = error.__cause__ = None
 
 
 class HalfClosingStream(CountingIOStream):
@@ -228,6 +240,13 @@ class HalfCloseIOStream(HalfClosingStream):
         return data
 
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
+        if not self.reading() and self.writing():
+            # Tornado reads ahead, a chunk into a buffer of its own, when
+            # READ fires with no read pending. Not while a write waits: the
+            # awaited write is the backpressure, and a client that does not
+            # read would cost a second chunk. Tornado then drops READ
+            # interest until a read is asked for, so nothing spins.
+            return None
         if self._drained or self._after_others:
             # This recv would fail with EAGAIN (or others go first). Skip
             # it: the stream then waits for READ, which arrives at once if
@@ -275,8 +294,11 @@ class HalfCloseIOStream(HalfClosingStream):
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
+                sent = -1
+            if sent < 0:
                 # Let the stream see the error itself, and close and log
-                # exactly as it always does.
+                # exactly as it always does (outside the except block, so
+                # that its error does not chain ours, and its frames).
                 return self._write_later(data)
             # Even EAGAIN says that no error is pending.
             self._answered = True

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tornado.ioloop import PeriodicCallback
 
 from tornado_echo._admission import REFUSED, ConnectionCap, HostLimit
+from tornado_echo._memory import MemoryReleaser
 from tornado_echo.accept import Acceptor
 from tornado_echo.limits import Limits
 from tornado_echo.logs import conn_log, format_address, log_connection_error
@@ -199,6 +200,7 @@ class ServerLifecycle:
         self._acceptor = Acceptor(self._accepted, per_event=accepts_per_event)
         self._cap = ConnectionCap(self._acceptor)
         self._hosts = HostLimit(None)
+        self._memory = MemoryReleaser()
         self._limits = limits or Limits()
         self.proxy_protocol = proxy_protocol
         #: Log one INFO line per connection when it opens and when it closes.
@@ -334,6 +336,7 @@ class ServerLifecycle:
         """Start accepting on already-bound listening sockets."""
         if not self._cap.cap:
             self._start_limits()
+        self._memory.start()
         self._acceptor.add(sockets)
 
     def add_socket(self, sock: socket.socket) -> None:
@@ -516,6 +519,7 @@ class ServerLifecycle:
             )
         if self._sweeper is not None:
             self._sweeper.stop()
+        self._memory.stop()
         return ShutdownResult(drained=drained, closed=closed)
 
 
