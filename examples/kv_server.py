@@ -22,17 +22,30 @@ It speaks the classic text protocol of memcached's ``doc/protocol.txt``:
   followed by a data block of ``<bytes>`` bytes and ``\r\n``;
 - retrieval: ``get``/``gets`` and ``gat``/``gats`` (get and touch) with any
   number of keys;
-- ``delete``, ``incr``/``decr``, ``touch``, ``flush_all [delay]``, ``stats``,
+- ``delete``, ``incr``/``decr``, ``touch``, ``flush_all [delay]``, ``stats``
+  (and ``stats cachedump``, which libmemcached's ``memcdump`` uses),
   ``version``, ``verbosity`` and ``quit``.
 
 Replies follow memcached 1.6 to the byte, and a test checks that against the
 real server, including its quirks: a ``noreply`` command sends nothing, not
 even its error; a decrement that shortens a number keeps the value's length,
 padded with spaces; a ``set`` of an item that is too large also deletes the
-key's old value. The differences: ``version`` and ``stats`` describe this
-server; the meta commands (``mg``, ``ms``, ...) and binary protocol are not
-supported (``ERROR``); and a delayed ``flush_all`` judges items by when they
-were stored, where memcached uses when they were last fetched.
+key's old value. ``version`` answers with memcached's protocol level first
+(``1.6.0-tornado_echo``), which libmemcached's tools parse. The differences:
+
+- ``stats`` describes this server; its other sub-statistics (``stats items``,
+  ``slabs``, ...) are ``ERROR``, and ``stats cachedump`` puts every item in
+  class 1, most recently used first (memcached lists one class's cold LRU);
+- the meta commands (``mg``, ``ms``, ...) and binary protocol are not
+  supported (``ERROR``);
+- a delayed ``flush_all`` judges items by when they were stored, where
+  memcached uses when they were last fetched;
+- a get's line is at most 1 MiB (about 4,000 keys of the longest kind),
+  and longer closes the connection: memcached grows its buffer for any
+  length, which would let one line take any amount of memory;
+- ``--max-memory`` counts what an item costs here (`ITEM_OVERHEAD` besides
+  its key and value), not memcached's slab sizes, so as many items do not
+  fit in the same amount.
 
 What it shows about `LineServer`:
 
@@ -40,12 +53,17 @@ What it shows about `LineServer`:
   after the command line, even when it holds ``\r\n`` itself;
 - per-connection state: `KVConnection`, the server's ``connection_class``,
   counts each client's commands (``stats`` reports them);
-- bounded memory: values are at most ``max_item_size`` bytes (1 MiB), the
-  store at most ``max_memory`` (64 MiB) with least-recently-used eviction,
-  and a command line at most 16 KiB, or 1 MiB for a multi-key get (the
-  connection is closed beyond, as memcached closes it).
-  A block that is too large is read and discarded in small pieces, never
-  held.
+- bounded memory: an item is at most ``max_item_size`` (1 MiB, counted as
+  memcached counts it, its header and key included), the store at most
+  ``max_memory`` (64 MiB) with least-recently-used eviction, each item
+  charged what it really costs, so that the process grows by about 1.25
+  times ``max_memory`` at most, whatever the size of the items. A command
+  line is at most 16 KiB, or 1 MiB for a multi-key get, and one that is not
+  a get must end within 2 KiB, checked as it arrives
+  (`LineServer.check_partial_line`); the connection is closed beyond, as
+  memcached closes it. A block that is too large is read and discarded in
+  small pieces, never held, and a get's reply is sent as it is built, each
+  value from the store, so a get of many keys holds one value at a time.
 
 Expiry reads the ``clock`` the server was given (`time.time` by default),
 so tests can move time by hand.
@@ -61,7 +79,7 @@ import re
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +87,9 @@ from tornado.log import enable_pretty_logging
 
 from tornado_echo import IncompleteReadError, LineConnection, LineServer, run
 
-__version__ = "tornado_echo-kv-1.0"
+#: What ``version`` answers: memcached's protocol level first, since clients
+#: parse it (libmemcached refuses one that does not start with a number).
+VERSION = "1.6.0-tornado_echo"
 
 log = logging.getLogger("kv_server")
 
@@ -77,14 +97,34 @@ log = logging.getLogger("kv_server")
 MAX_KEY_LENGTH = 250
 DEFAULT_MAX_ITEM_SIZE = 1024 * 1024
 DEFAULT_MAX_MEMORY = 64 * 1024 * 1024
-#: Bytes charged per item besides its key and value, about what memcached's
-#: item header costs, so that many tiny items cannot dodge the memory bound.
-ITEM_OVERHEAD = 56
+#: Bytes charged per item besides its key and value: what an item really
+#: costs here, measured with tracemalloc on CPython 3.11 (the `Item`, its
+#: cas and times, and its entry in the LRU dict: 234 to 276 bytes, by how
+#: full the dict's table is, plus a float for an expiry), so that many tiny
+#: items cannot take more memory than max_memory says.
+ITEM_OVERHEAD = 300
+#: What memcached counts in an item besides its value's length, against
+#: ``-I`` (the item size limit): its header (48 bytes on 64-bit), the cas
+#: (8), the key and its NUL, the value's "\r\n", and 4 bytes for flags that
+#: are not 0.
+MEMCACHED_ITEM_HEADER = 48 + 8 + 1 + 2
+MEMCACHED_FLAGS_SIZE = 4
 #: An exptime above 30 days is an absolute Unix time, not a delay.
 MAX_RELATIVE_EXPTIME = 30 * 24 * 60 * 60
 #: memcached's read buffer: a command line longer than this that is not a
 #: get or gets cannot be a real command, and memcached hangs up on it.
 MAX_COMMAND_LENGTH = 16 * 1024
+#: memcached hangs up on a line with no newline in its first this many
+#: bytes unless it is a get or gets: only those can be longer.
+MAX_UNTERMINATED_COMMAND = 2048
+#: What a multi-get queues before it sends: values are sent as the reply is
+#: built, so a get of many keys holds at most one value and this much.
+REPLY_CHUNK = 64 * 1024
+#: ``stats cachedump`` lists at most this much, as memcached does.
+MAX_CACHEDUMP = 2 * 1024 * 1024
+#: Slab class ids ``stats cachedump`` accepts (memcached's
+#: MAX_NUMBER_OF_SLAB_CLASSES); all items are in class 1 here.
+SLAB_CLASSES = 64
 #: How much of a refused data block is read at a time while discarding it.
 DISCARD_CHUNK = 64 * 1024
 
@@ -186,6 +226,12 @@ class Store:
     def __len__(self) -> int:
         return len(self._items)
 
+    def live_items(self) -> Iterator[tuple[bytes, Item]]:
+        """The live items, most recently used first; change nothing meanwhile."""
+        for key, item in reversed(self._items.items()):
+            if self._alive(item, self.clock()):
+                yield key, item
+
     def next_cas(self) -> int:
         """A new cas unique; memcached numbers them from 1, server-wide."""
         self._last_cas += 1
@@ -217,14 +263,17 @@ class Store:
         item = self._items.get(key)
         if item is None:
             return None
-        now = self.clock()
-        flush = self._flush_until
-        if (item.expires and item.expires <= now) or (
-            flush is not None and flush <= now and item.stored <= flush
-        ):
+        if not self._alive(item, self.clock()):
             self.delete(key)
             return None
         return item
+
+    def _alive(self, item: Item, now: float) -> bool:
+        flush = self._flush_until
+        return not (
+            (item.expires and item.expires <= now)
+            or (flush is not None and flush <= now and item.stored <= flush)
+        )
 
     def put(self, key: bytes, value: bytes, flags: int, expires: float) -> Item:
         """Store a value under a new cas unique, evicting what it takes."""
@@ -276,8 +325,25 @@ BAD_FORMAT = b"CLIENT_ERROR bad command line format"
 BAD_EXPTIME = b"CLIENT_ERROR invalid exptime argument"
 BAD_DELETE = b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
 
-#: No limit on the number of words (a get takes any number of keys).
+#: No limit on the number of words.
 ANY = sys.maxsize
+
+#: The commands that take any number of keys: their lines are never split
+#: into a list of words, which for a 1 MiB line of one-byte keys would cost
+#: twenty times the line.
+RETRIEVAL = frozenset({b"get", b"gets", b"gat", b"gats"})
+
+_WORD = re.compile(rb"[^ ]+")
+
+
+def item_size(key: bytes, length: int, flags: int) -> int:
+    """The size memcached gives an item, which ``max_item_size`` bounds.
+
+    >>> item_size(b"a", 1048516, 0)  # the largest value memcached takes for "a"
+    1048576
+    """
+    extra = MEMCACHED_FLAGS_SIZE if flags else 0
+    return MEMCACHED_ITEM_HEADER + len(key) + length + extra
 
 
 class KVConnection(LineConnection):
@@ -307,8 +373,10 @@ def check_limits(max_item_size: int, max_memory: int) -> None:
 class KVServer(LineServer):
     """A memcached-compatible store shared by all its clients.
 
-    ``max_item_size`` bounds one value and ``max_memory`` the whole store,
-    in bytes; ``clock`` is the time source for expiry.
+    ``max_item_size`` bounds one item as memcached counts it (`item_size`:
+    its value, key and memcached's header), and ``max_memory`` the whole
+    store, in bytes, as this server counts it (`ITEM_OVERHEAD` per item);
+    ``clock`` is the time source for expiry.
     """
 
     # memcached ends lines with "\r\n" but, like it, accept a bare "\n" too.
@@ -317,6 +385,8 @@ class KVServer(LineServer):
     max_line_length = 1024 * 1024
     on_long_line = "close"
     connection_class = KVConnection
+    # A line that is not a get must show its end within memcached's 2 KiB.
+    partial_line_check = MAX_UNTERMINATED_COMMAND
 
     def __init__(
         self,
@@ -338,15 +408,14 @@ class KVServer(LineServer):
                 [b"set", b"add", b"replace", b"append", b"prepend"], (self._store, 5, 6)
             ),
             b"cas": (self._store, 6, 7),
-            **dict.fromkeys([b"get", b"gets", b"gat", b"gats"], (self._get, 2, ANY)),
             b"delete": (self._delete, 2, 4),
             b"incr": (self._incr, 3, 4),
             b"decr": (self._incr, 3, 4),
             b"touch": (self._touch, 3, 4),
             b"flush_all": (self._flush_all, 1, 3),
             b"verbosity": (self._verbosity, 2, 3),
-            # No sub-statistics ("stats items", ...) here.
-            b"stats": (self._stats, 1, 1),
+            # Of the sub-statistics, only "stats cachedump" (for memcdump).
+            b"stats": (self._stats, 1, ANY),
             b"version": (self._version, 1, ANY),
             b"quit": (self._quit, 1, ANY),
         }
@@ -363,6 +432,12 @@ class KVServer(LineServer):
         line = line.split(b"\0", 1)[0]
         if len(line) > 1 and line.endswith(b"\r"):
             line = line[:-1]
+        first = _WORD.search(line)
+        if first is not None and first.group() in RETRIEVAL:
+            reply = await self._get(conn, first.group(), line, first.end())
+            if reply is not None and not conn.closed:
+                await conn.write(reply + b"\r\n")
+            return
         words = [word for word in line.split(b" ") if word]
         command = self.commands.get(words[0]) if words else None
         if command is not None:
@@ -398,7 +473,7 @@ class KVServer(LineServer):
             return quiet(noreply, BAD_FORMAT)
         if length < 0 or length > MAX_I32 - 2:
             return quiet(noreply, BAD_FORMAT)
-        if length > self.max_item_size:
+        if item_size(key, length, flags) > self.max_item_size:
             if command == b"set":
                 # A failed set must not leave the old value to be read.
                 self.store.delete(key)
@@ -448,40 +523,70 @@ class KVServer(LineServer):
             if old is None:
                 return b"NOT_STORED"
             value = old.value + value if command == b"append" else value + old.value
-            if len(value) > self.max_item_size:
+            if item_size(key, len(value), old.flags) > self.max_item_size:
                 return b"NOT_STORED"
             flags, expires = old.flags, old.expires
         store.put(key, value, flags, expires)
         return b"STORED"
 
-    async def _get(self, conn: KVConnection, words: list[bytes]) -> Reply:
-        command = words[0]
-        keys = words[1:]
+    async def _get(
+        self, conn: KVConnection, command: bytes, line: bytes, pos: int
+    ) -> Reply:
+        """get, gets, gat, gats: the keys start at ``line[pos:]``.
+
+        The reply goes out as it is built, each value from the store, so
+        that a get of many keys (or of one big key many times) holds one
+        value and `REPLY_CHUNK` at most; every write is awaited.
+        """
         touch = command.startswith(b"gat")
         with_cas = command.endswith(b"s")
         expires = 0.0
         if touch:
-            exptime = parse_i32(keys.pop(0))
+            word = _WORD.search(line, pos)
+            if word is None:
+                return b"ERROR"
+            exptime = parse_i32(word.group())
             if exptime is None:
                 return BAD_EXPTIME
             expires = self.store.expiry(exptime)
-        out = []
-        for key in keys:
-            if len(key) > MAX_KEY_LENGTH:
-                # memcached drops the values it found so far, too.
-                return BAD_FORMAT
-            item = self.store.get(key)
+            pos = word.end()
+        elif _WORD.search(line, pos) is None:
+            return b"ERROR"
+        store = self.store
+        too_long = next(
+            (
+                w
+                for w in _WORD.finditer(line, pos)
+                if w.end() - w.start() > MAX_KEY_LENGTH
+            ),
+            None,
+        )
+        if too_long is not None:
+            # memcached drops the values it found so far, and sends none,
+            # but it has looked them up: they were used, or touched.
+            for word in _WORD.finditer(line, pos, too_long.start()):
+                item = store.get(word.group())
+                if item is not None and touch:
+                    item.expires = expires
+            return BAD_FORMAT
+        reply = _Reply(conn)
+        for word in _WORD.finditer(line, pos):
+            key = word.group()
+            item = store.get(key)
             if item is None:
                 continue
             if touch:
                 item.expires = expires
+            value = item.value
             cas = b" %d" % item.cas if with_cas else b""
-            out.append(
-                b"VALUE %s %d %d%s\r\n%s\r\n"
-                % (key, item.flags, len(item.value), cas, item.value)
+            await reply.add(
+                b"VALUE %s %d %d%s\r\n" % (key, item.flags, len(value), cas)
             )
-        out.append(b"END")
-        return b"".join(out)
+            await reply.add(value)
+            await reply.add(b"\r\n")
+        await reply.add(b"END\r\n")
+        await reply.flush()
+        return None
 
     async def _delete(self, conn: KVConnection, words: list[bytes]) -> Reply:
         noreply = False
@@ -567,13 +672,15 @@ class KVServer(LineServer):
         return quiet(noreply, b"OK")
 
     async def _stats(self, conn: KVConnection, words: list[bytes]) -> Reply:
+        if len(words) > 1:
+            return self._cachedump(words) if words[1] == b"cachedump" else b"ERROR"
         store = self.store
         now = store.clock()
         stats: dict[str, object] = {
             "pid": os.getpid(),
             "uptime": int(now - store.started),
             "time": int(now),
-            "version": __version__,
+            "version": VERSION,
             "curr_connections": self.connection_count,
             "connection_commands": conn.commands,
             "curr_items": len(store),
@@ -587,8 +694,34 @@ class KVServer(LineServer):
         ]
         return b"".join(lines) + b"END"
 
+    def _cachedump(self, words: list[bytes]) -> bytes:
+        """``stats cachedump <class> <limit>``: the keys, for memcdump.
+
+        There are no slab classes here: every item is in class 1, most
+        recently used first; the other classes are empty.
+        """
+        if len(words) < 4:
+            return b"CLIENT_ERROR bad command line"
+        ident, limit = parse_u32(words[2]), parse_u32(words[3])
+        if ident is None or limit is None:
+            return BAD_FORMAT
+        if ident >= SLAB_CLASSES:
+            return b"CLIENT_ERROR Illegal slab id"
+        lines: list[bytes] = []
+        size = 0
+        for key, item in self.store.live_items() if ident == 1 else ():
+            expiry = int(item.expires) if item.expires > 0 else 0
+            entry = b"ITEM %s [%d b; %d s]\r\n" % (key, len(item.value), expiry)
+            if size + len(entry) > MAX_CACHEDUMP:
+                break
+            lines.append(entry)
+            size += len(entry)
+            if len(lines) == limit:
+                break
+        return b"".join(lines) + b"END"
+
     async def _version(self, conn: KVConnection, words: list[bytes]) -> Reply:
-        return b"VERSION " + __version__.encode()
+        return b"VERSION " + VERSION.encode()
 
     async def _quit(self, conn: KVConnection, words: list[bytes]) -> Reply:
         conn.finish()
@@ -602,6 +735,17 @@ class KVServer(LineServer):
             except IncompleteReadError as exc:
                 self._hung_up(conn, exc)
 
+    def check_partial_line(self, conn: LineConnection, head: bytes) -> None:
+        # memcached's rule, before the whole line has to be held: only a
+        # get (or gets) may go on for more than 2 KiB without a newline.
+        if not is_multiget(head):
+            log.info(
+                "%s: no end of line in a command's first %d bytes; closing",
+                conn.peer,
+                MAX_UNTERMINATED_COMMAND,
+            )
+            conn.close()
+
     @staticmethod
     def _hung_up(conn: KVConnection, exc: IncompleteReadError) -> None:
         # The client went away mid-block: network weather, not a bug.
@@ -612,6 +756,33 @@ class KVServer(LineServer):
             exc.expected,
         )
         conn.close()
+
+
+class _Reply:
+    """A reply sent as it is built, in pieces of about `REPLY_CHUNK`."""
+
+    def __init__(self, conn: LineConnection) -> None:
+        self._conn = conn
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    async def add(self, data: bytes) -> None:
+        if len(data) >= REPLY_CHUNK:
+            # A big value goes out as it is, not copied into a piece.
+            await self.flush()
+            await self._conn.write(data)
+            return
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= REPLY_CHUNK:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._parts:
+            data = b"".join(self._parts)
+            self._parts.clear()
+            self._size = 0
+            await self._conn.write(data)
 
 
 def is_multiget(line: bytes) -> bool:
@@ -651,7 +822,8 @@ def main() -> None:
         type=int,
         default=DEFAULT_MAX_ITEM_SIZE,
         metavar="BYTES",
-        help="the largest value (default: 1 MiB)",
+        help="the largest item, counted as memcached counts it: value, key "
+        "and its header (default: 1 MiB)",
     )
     parser.add_argument(
         "--max-memory",

@@ -98,8 +98,9 @@ def pattern(size: int) -> bytes:
 K250 = b"k" * 250  # the longest key memcached accepts
 K251 = b"k" * 251  # one byte too long
 # memcached's -I limit counts the item's header, key and flags too, so a value
-# just under 1 MiB is already too large. The values here stay far from that
-# boundary on either side, where the two servers' overheads cannot matter.
+# just under 1 MiB is already too large; the example counts the same way.
+# For key "a": 1,048,516 bytes with flags 0, and 4 fewer with flags.
+LARGEST = 1024 * 1024 - (48 + 8 + 1 + 1 + 2)
 V100K = pattern(100 * 1024)
 V500K = pattern(500 * 1024)
 V600K = pattern(600 * 1024)
@@ -347,6 +348,18 @@ STEPS: list[bytes] = [
     b"get big2\r\n",
     store(f"set big3 0 0 {len(V2M)} noreply", V2M),
     b"get big3\r\n",
+    # -- the item size limit, to the byte ---------------------------------------
+    store(f"set a 0 0 {LARGEST}", pattern(LARGEST)),
+    b"get a\r\n",
+    store(f"set a 0 0 {LARGEST + 1}", pattern(LARGEST + 1)),
+    b"get a\r\n",
+    store(f"set a 7 0 {LARGEST - 4}", pattern(LARGEST - 4)),
+    b"gets a\r\n",
+    store(f"set a 7 0 {LARGEST - 3}", pattern(LARGEST - 3)),
+    store(f"set a 7 0 {LARGEST - 5}", pattern(LARGEST - 5)),
+    store("append a 0 0 1", b"+"),  # exactly full again, with a's flags
+    store("append a 0 0 1", b"+"),  # one byte too many
+    b"get a\r\n",
     # -- long lines, quit ------------------------------------------------------------
     b"set " + b"k" * 3000 + b" 0 0 1\r\nv\r\n",
     b"bogus" + b"x" * 3000 + b"\r\n",

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,9 @@ async def test_pymemcache_delayed_flush_all(mc: Memcache, clock: FakeClock) -> N
 async def test_pymemcache_version_verbosity_stats_and_quit(
     mc: Memcache, server: tuple[Any, int]
 ) -> None:
-    assert await mc.version() == kv.__version__.encode()
+    # Numeric first: libmemcached's tools refuse a version they cannot parse.
+    assert await mc.version() == kv.VERSION.encode()
+    assert kv.VERSION.split(".")[0].isdigit()
     assert await mc.raw_command(b"verbosity 1", b"\r\n") == b"OK"
     assert server[0].verbosity == 1
     await mc.set("k", b"value")
@@ -251,10 +254,12 @@ async def test_pymemcache_value_too_large_is_a_server_error_and_stays_in_sync(
 ) -> None:
     port = await start(kv.KVServer(max_item_size=1000))
     client = Memcache(port)
+    # The limit counts the item as memcached does: its header and key too.
+    largest = 1000 - kv.item_size(b"k", 0, 0)
     try:
-        assert await client.set("k", b"v" * 1000) is True
+        assert await client.set("k", b"v" * largest) is True
         with pytest.raises(MemcacheServerError, match="object too large for cache"):
-            await client.set("k", b"v" * 1001)
+            await client.set("k", b"v" * (largest + 1))
         # The failed set removed the old value, as memcached's does.
         assert await client.get("k") is None
         assert await client.set("k", b"ok") is True
@@ -302,8 +307,9 @@ async def test_keys_of_250_bytes_are_accepted_and_251_refused(raw: Raw) -> None:
     await raw.ask(b"delete %sk\r\n" % key, b"CLIENT_ERROR bad command line format\r\n")
 
 
-#: The value the small store below is filled with: ten of them fit.
-FILLER = b"x" * 900
+#: The value the small store below is filled with: ten of them fit, not
+#: eleven, each charged its key and `ITEM_OVERHEAD` too.
+FILLER = b"x" * 650
 
 
 @pytest_asyncio.fixture
@@ -336,7 +342,7 @@ async def test_least_recently_used_items_are_evicted_to_stay_within_memory(
     # Thousands of items later, the store is still within its bound.
     await client.set_many({f"many{i}": FILLER for i in range(1000)})
     assert server.store.memory <= 10_000
-    assert len(server.store) <= 10_000 // 900
+    assert len(server.store) <= 10_000 // (len(FILLER) + kv.ITEM_OVERHEAD)
 
 
 async def test_add_of_an_existing_key_freshens_it_in_the_lru(
@@ -506,3 +512,125 @@ def test_the_script_serves_pymemcache_and_refuses_bad_limits() -> None:
     assert result.returncode == 2
     assert "max_item_size must be at least 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- what a careless or hostile client must not cost --------------------------
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def sync(sock: socket.socket) -> None:
+    """Wait until every command sent on ``sock`` so far has been answered."""
+    sock.sendall(b"version\r\n")
+    received = b""
+    while not received.endswith(b"\r\n") or b"VERSION" not in received:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "the server closed"
+        received += chunk
+
+
+def test_a_get_of_many_keys_holds_one_value_at_a_time() -> None:
+    script = str(Path(kv.__file__))
+    with _proc.running_server([*_proc.PYTHON, script, "--port", "0"]) as (server, port):
+        with _proc.connect(port) as sock:
+            largest = kv.DEFAULT_MAX_ITEM_SIZE - kv.item_size(b"k", 0, 0)
+            sock.sendall(b"set k 0 0 %d noreply\r\n%s\r\n" % (largest, b"v" * largest))
+            sync(sock)
+            before = rss(server.proc.pid)
+            # A 406-byte line for a 200 MiB reply, read slowly.
+            sock.sendall(b"get" + b" k" * 200 + b"\r\n")
+            peak = received = 0
+            expected = 200 * (len(b"VALUE k 0 %d\r\n\r\n" % largest) + largest) + 5
+            while received < expected:
+                chunk = sock.recv(4 << 20)
+                assert chunk, "the server closed"
+                received += len(chunk)
+                peak = max(peak, rss(server.proc.pid))
+            assert received == expected
+            # Values go out from the store as the reply is built.
+            assert peak - before < 16 << 20, (before, peak)
+        assert server.stop() == 0
+
+
+def test_the_store_stays_within_about_max_memory_for_tiny_items() -> None:
+    script = str(Path(kv.__file__))
+    argv = [*_proc.PYTHON, script, "--port", "0", "--max-memory", "4"]
+    with _proc.running_server(argv) as (server, port), _proc.connect(port) as sock:
+        sync(sock)
+        before = rss(server.proc.pid)
+        # Three times what fits, each item charged what it really costs.
+        for start in range(0, 40_000, 4_000):
+            sock.sendall(
+                b"".join(
+                    b"set key%d 0 0 1 noreply\r\nv\r\n" % i
+                    for i in range(start, start + 4_000)
+                )
+            )
+        sync(sock)
+        grown = rss(server.proc.pid) - before
+        assert grown <= 1.25 * (4 << 20) + (2 << 20), grown
+
+
+async def test_a_command_that_is_not_a_get_must_end_its_line_within_2_kib(
+    raw: Raw, start: Start
+) -> None:
+    # A get may go on: memcached lets multi-gets be any length.
+    await raw.send(b"get" + b" k" * 1500)
+    await asyncio.sleep(0.1)
+    await raw.ask(b"\r\n", b"END\r\n")
+    with ExpectLog(
+        "kv_server",
+        r"127\.0\.0\.1:\d+: no end of line in a command's first 2048 bytes",
+        level=logging.INFO,
+    ):
+        # Anything else is closed before the line's end comes, let alone
+        # the 1 MiB that a get line may take.
+        await raw.send(b"set k 0 0 1" + b" " * 3000)
+        assert await wait_closed_by_server(raw.reader) == b""
+
+
+async def test_stats_cachedump_lists_the_keys(raw: Raw, clock: FakeClock) -> None:
+    await raw.ask(b"set old 0 0 1\r\no\r\n", b"STORED\r\n")
+    await raw.ask(b"set new 0 100 2\r\nnn\r\n", b"STORED\r\n")
+    expiry = int(T0) + 100
+    await raw.ask(
+        b"stats cachedump 1 0\r\n",
+        b"ITEM new [2 b; %d s]\r\nITEM old [1 b; 0 s]\r\nEND\r\n" % expiry,
+    )
+    await raw.ask(
+        b"stats cachedump 1 1\r\n", b"ITEM new [2 b; %d s]\r\nEND\r\n" % expiry
+    )
+    await raw.ask(b"stats cachedump 2 0\r\n", b"END\r\n")
+    await raw.ask(b"stats cachedump 64 0\r\n", b"CLIENT_ERROR Illegal slab id\r\n")
+    await raw.ask(b"stats cachedump 1\r\n", b"CLIENT_ERROR bad command line\r\n")
+    await raw.ask(b"stats cachedump x 0\r\n", kv.BAD_FORMAT + b"\r\n")
+    await raw.ask(b"stats items\r\n", b"ERROR\r\n")
+
+
+@_proc.needs_tool("memcping", "libmemcached-tools")
+def test_libmemcached_tools_ping_stat_dump_and_pass_memccapable() -> None:
+    script = str(Path(kv.__file__))
+    with _proc.running_server([*_proc.PYTHON, script, "--port", "0"]) as (server, port):
+        with _proc.connect(port) as sock:
+            sock.sendall(b"set alpha 0 0 1\r\na\r\nset beta 5 0 2\r\nbb\r\n")
+            sync(sock)
+        servers = f"--servers=127.0.0.1:{port}"
+        ping = _proc.run(["memcping", servers])
+        assert ping.returncode == 0, ping.stderr
+        stat = _proc.run(["memcstat", servers])
+        assert stat.returncode == 0, stat.stderr
+        assert f"version: {kv.VERSION}" in stat.stdout
+        dump = _proc.run(["memcdump", servers])
+        assert dump.returncode == 0, dump.stderr
+        assert sorted(dump.stdout.split()) == ["alpha", "beta"]
+        capable = _proc.run(
+            ["memccapable", "-h", "127.0.0.1", "-p", str(port), "-a"], 60
+        )
+        assert capable.returncode == 0, capable.stdout[-2000:]
+        assert "All tests passed" in capable.stdout
+        assert server.stop() == 0

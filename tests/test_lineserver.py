@@ -162,6 +162,43 @@ async def test_endless_line_keeps_memory_bounded_and_others_unaffected(
     assert peak <= 1024 + 2 * 65536
 
 
+class ShortCommands(Upper):
+    """Only a line starting with "long " may go past 8 bytes."""
+
+    partial_line_check = 8
+
+    def check_partial_line(self, conn: LineConnection, head: bytes) -> None:
+        self.heads.append(head)
+        if not head.startswith(b"long "):
+            conn.close()
+
+    heads: list[bytes]
+
+
+async def test_a_line_can_be_refused_before_its_delimiter_arrives(
+    start: Start,
+) -> None:
+    server = ShortCommands()
+    server.heads = []
+    port = await start(server)
+    reader, writer = await connect(port)
+    try:
+        # Short lines, and a long one that may be long, are not shown.
+        writer.write(b"short\nlong " + b"x" * 100)
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.readexactly(6) == b"SHORT\n"
+        writer.write(b"\n")
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.readexactly(106) == b"LONG " + b"X" * 100 + b"\n"
+        assert server.heads == [b"long xxx"]  # once, with its first 8 bytes
+        # Any other line is closed on before its end is buffered.
+        writer.write(b"other" + b"y" * 100)
+        assert await wait_closed_by_server(reader) == b""
+        assert server.heads == [b"long xxx", b"otheryyy"]
+    finally:
+        writer.close()
+
+
 async def test_half_close_answers_all_lines_then_runs_the_eof_hook(
     start: Start,
 ) -> None:

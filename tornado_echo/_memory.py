@@ -8,24 +8,27 @@ top of the heap, and the small objects of the connections that remain sit
 in between. So the resident size of a server that survived such a burst
 would stay where the burst left it.
 
-`MemoryReleaser` asks glibc, once a second, how much of its heap is free
-(``mallinfo2``, a walk of the free lists that costs microseconds), and
-calls ``malloc_trim(0)``, which hands every free page back, only when that
-is at least `MIN_FREE` and a quarter of the heap: a server whose buffers
-come and go at a steady rate keeps reusing its free memory, and trimming
-it would only turn every reuse into page faults. On a C library without
-these functions (musl, macOS) it does nothing.
+`MemoryReleaser` checks once a second. It reads the resident size
+(``/proc/self/statm``) and what malloc has in use (``mallinfo2``, a walk
+of the free lists that costs microseconds); resident growth since the last
+trim that the growth in use does not explain is freed memory that is still
+resident. When that is at least `MIN_FREE` and an eighth of what is in
+use, it calls ``malloc_trim(0)``, which hands every free page back. A
+server whose buffers come and go at a steady rate keeps reusing the same
+memory, and trimming it would only turn every reuse into page faults. On a
+C library without these functions (musl, macOS) it does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 from tornado.ioloop import PeriodicCallback
 
-#: Free heap below this is left alone.
-MIN_FREE = 8 << 20
+#: Resident free memory below this is left alone.
+MIN_FREE = 4 << 20
 
 _CHECK_INTERVAL_MS = 1000
 
@@ -67,6 +70,13 @@ class MemoryReleaser:
 
     def __init__(self) -> None:
         self._timer: PeriodicCallback | None = None
+        # Opened once: when the process runs out of descriptors, which is
+        # when clients pile up, it could not be opened any more.
+        self._statm: int | None = None
+        # Resident size and malloc's bytes in use at the last trim (or the
+        # start).
+        self._rss = 0
+        self._used = 0
         #: Times memory was handed back.
         self.trims = 0
 
@@ -74,6 +84,11 @@ class MemoryReleaser:
         """Start checking, on the current loop (idempotent)."""
         if _LIBC is None or self._timer is not None:
             return
+        try:
+            self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return  # no procfs: nothing to go by
+        self._rss, self._used = self._resident(), _LIBC.mallinfo2().uordblks
         self._timer = PeriodicCallback(self._check, _CHECK_INTERVAL_MS)
         self._timer.start()
 
@@ -81,17 +96,29 @@ class MemoryReleaser:
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
+        if self._statm is not None:
+            os.close(self._statm)
+            self._statm = None
+
+    def _resident(self) -> int:
+        assert self._statm is not None
+        return int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE
 
     def _check(self) -> None:
         self.check()
 
     def check(self) -> bool:
-        """Trim now if enough of the heap is free; True if it did."""
-        if _LIBC is None:
+        """Trim now if enough freed memory is resident; True if it did."""
+        if _LIBC is None or self._statm is None:
             return False
-        info = _LIBC.mallinfo2()
-        if info.fordblks < max(MIN_FREE, info.arena // 4):
+        used = _LIBC.mallinfo2().uordblks
+        resident_free = (self._resident() - self._rss) - (used - self._used)
+        if resident_free < max(MIN_FREE, used // 8):
             return False
         _LIBC.malloc_trim(0)
+        self._rss, self._used = self._resident(), _LIBC.mallinfo2().uordblks
         self.trims += 1
         return True
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -226,18 +226,22 @@ class HalfCloseIOStream(HalfClosingStream):
         buf = self._chunk_buffer
         if buf is None or len(buf) > max_bytes:
             buf = self._chunk_buffer = bytearray(min(_FIRST_CHUNK, max_bytes))
-        # The flag covers only the inline attempt, made inside this call.
-        self._after_others = after_others
-        try:
-            future = self.read_into(buf, partial=True)
-        finally:
-            self._after_others = False
-        count = await future
+        # Not a local: the future keeps the error it fails with, whose
+        # traceback would keep this frame, and so the future: a cycle.
+        count = await self._read_into(buf, after_others)
         with memoryview(buf) as view:
             data = view[:count].tobytes()
         if count == len(buf) < max_bytes:
             self._chunk_buffer = bytearray(min(2 * count, max_bytes))
         return data
+
+    def _read_into(self, buf: bytearray, after_others: bool) -> Awaitable[int]:
+        # The flag covers only the inline attempt, made inside this call.
+        self._after_others = after_others
+        try:
+            return self.read_into(buf, partial=True)
+        finally:
+            self._after_others = False
 
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
         if not self.reading() and self.writing():

@@ -371,6 +371,22 @@ class LineFramer:
             self._unstash()  # not a line after all: the block starts there
         self._raw_pending = n
 
+    def peek(self, n: int) -> bytes:
+        r"""The first ``n`` bytes received but not yet returned, left in place.
+
+        Between events this is the start of the line being received (or of
+        a pending `read_exactly` block).
+
+        >>> framer = LineFramer()
+        >>> framer.receive_data(b"one\ntw")
+        >>> framer.next_event(), framer.next_event(), framer.peek(5)
+        (Line(data=b'one'), NEED_DATA, b'tw')
+        """
+        if self._single is not None:
+            return self._single[:n]
+        start = self._start
+        return bytes(self._buf[start : start + n])
+
     def take_buffered(self) -> bytes:
         """Removes and returns every byte not yet returned as an event.
 

@@ -66,6 +66,9 @@ class LineConnection:
         self._closed = False
         self._finishing = False
         self._at_eof = False
+        self._partial_line_check = server.partial_line_check
+        self._partial_checked = False  # this line was shown to the check
+        self._raw = False  # inside read_exactly
         #: Lines handled on this connection.
         self.lines = 0
         #: Overlong lines refused on this connection.
@@ -150,7 +153,11 @@ class LineConnection:
         the peer closes first. The caller chooses ``n``, so bound it.
         """
         self._framer.read_exactly(n)
-        event = await self._next_event()
+        self._raw = True
+        try:
+            event = await self._next_event()
+        finally:
+            self._raw = False
         if isinstance(event, RawData):
             return event.data
         assert isinstance(event, EndOfInput), event
@@ -163,6 +170,18 @@ class LineConnection:
     async def _next_event(self) -> Event:
         framer = self._framer
         while (event := framer.next_event()) is NEED_DATA:
+            check = self._partial_line_check
+            if (
+                check is not None
+                and not self._partial_checked
+                and not self._raw
+                and framer.buffered > check
+            ):
+                # Between events the framer holds just the line coming in.
+                self._partial_checked = True
+                self.server.check_partial_line(self, framer.peek(check))
+                if self._closed:
+                    raise StreamClosedError()
             if self._at_eof:
                 # The framer already reported the end; nothing more comes.
                 return EndOfInput(b"")
@@ -178,6 +197,8 @@ class LineConnection:
             if len(data) < self._chunk_size and self._turn.running:
                 self._turn.waited()  # the socket is empty: tornado_echo.fairness
             framer.receive_data(data)
+        if not isinstance(event, RawData):
+            self._partial_checked = False  # that line is done
         return event
 
 
@@ -229,6 +250,9 @@ class LineServer(TrackedTCPServer):
     long_line_reply: bytes | str = LONG_LINE_REPLY
     encoding: str = "utf-8"
     connection_class: type[LineConnection] = LineConnection
+    #: Show a line that has grown past this many bytes without its
+    #: delimiter to `check_partial_line`; None never does.
+    partial_line_check: int | None = None
 
     def __init__(
         self,
@@ -252,6 +276,11 @@ class LineServer(TrackedTCPServer):
             raise ValueError(
                 f"on_long_line must be one of {', '.join(LONG_LINE_POLICIES)}, "
                 f"not {self.on_long_line!r}"
+            )
+        check = self.partial_line_check
+        if check is not None and not (isinstance(check, int) and check >= 1):
+            raise ValueError(
+                f"partial_line_check must be None or at least 1, not {check!r}"
             )
         # Validates delimiter and max_line_length once, with the framer's
         # own error messages, rather than at the first connection.
@@ -288,6 +317,19 @@ class LineServer(TrackedTCPServer):
 
         ``tail`` holds any bytes after the last delimiter. The default
         ignores it: an incomplete command must not run.
+        """
+
+    def check_partial_line(self, conn: LineConnection, head: bytes) -> None:
+        """Look at a line that is still arriving; `.LineConnection.close` to refuse it.
+
+        Called once per line, when more than ``partial_line_check`` bytes of
+        it have arrived without a delimiter, with its first
+        ``partial_line_check`` bytes. A protocol whose lines may be long only
+        for some commands (memcached's ``get`` of many keys) can refuse the
+        rest there, before the whole ``max_line_length`` is buffered. The
+        default accepts the line.
+
+        .. versionadded:: 0.3.0
         """
 
     async def handle_long_line(self, conn: LineConnection) -> None:
