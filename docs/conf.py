@@ -142,7 +142,11 @@ def _import_type_checking_names(module: ModuleType) -> None:
             continue
         for statement in node.body:
             if isinstance(statement, ast.ImportFrom) and statement.module:
-                imported = importlib.import_module(statement.module)
+                try:
+                    imported = importlib.import_module(statement.module)
+                except ImportError:
+                    # Stubs-only modules (_typeshed) exist for type checkers.
+                    continue
                 for alias in statement.names:
                     value = getattr(imported, alias.name)
                     namespace.setdefault(alias.asname or alias.name, value)

@@ -22,14 +22,21 @@ import pytest
 
 from tornado_echo.bench import cli
 from tornado_echo.bench.cli import main
-from tornado_echo.bench.plan import FULL, make_plan, select_configs
+from tornado_echo.bench.plan import FULL, Plan, make_plan, select_configs
+from tornado_echo.bench.report import Report
 from tornado_echo.bench.servers import (
     BenchFailure,
     ServerConfig,
     ServerKind,
     ServerProcess,
+    kind_named,
 )
-from tornado_echo.bench.workloads import closed_loop
+from tornado_echo.bench.workloads import (
+    BulkResult,
+    FairnessResult,
+    StuckResult,
+    closed_loop,
+)
 
 #: Generous next to the ~15 s a smoke run takes, so a hung benchmark fails
 #: the test instead of hanging the suite.
@@ -81,7 +88,8 @@ def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     """One ``--smoke`` run for the whole module: its results and its directory."""
     out = tmp_path_factory.mktemp("bench")
-    proc = run_bench("--smoke", "--out", str(out))
+    # The pressure workloads have a smoke run of their own, on fewer servers.
+    proc = run_bench("--smoke", "--pressure", "none", "--out", str(out))
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return json.loads((out / "results.json").read_text()), out
 
@@ -160,10 +168,12 @@ def test_time_limit_stops_the_run_and_writes_what_finished(tmp_path: Path) -> No
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["complete"] is False
     assert "time limit" in results["stopped"]
-    # Stopped early, yet every server was stopped and reaped.
-    for server in results["servers"]:
-        assert len(server["exit_status"]) == 1, server
-        assert server["exit_status"][0] is not None, server
+    # Stopped early, yet every server that was started was stopped and
+    # reaped; the closed loop's were started, the later workloads' were not.
+    statuses = {s["name"]: s["exit_status"] for s in results["servers"]}
+    assert len(statuses["stream"]) == 1, statuses
+    for name, status in statuses.items():
+        assert len(status) <= 1 and None not in status, (name, status)
 
 
 _WRONG_ECHO = '''
@@ -263,3 +273,237 @@ def test_the_full_run_interleaves_servers_and_measures_lines_at_64_bytes() -> No
     for a, b in zip(plan.steps, plan.steps[1:]):
         assert a.config != b.config
     assert {c.name for c in plan.idle} == BYTE_SERVERS
+
+
+# --- the pressure workloads ---------------------------------------------------
+
+#: A smoke run of the pressure workloads: one byte server and one line
+#: server were selected; compat (the byte servers' fairness yardstick) and
+#: the reference (bulk's) come with them.
+PRESSURE_ARGS = ("--servers", "stream,compat --lines", "--sizes", "64", "--idle", "0")
+
+
+@pytest.fixture(scope="module")
+def pressure(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench-pressure")
+    proc = run_bench("--smoke", *PRESSURE_ARGS, "--duration", "0.2", "--out", str(out))
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "## A light client under a flood (4 connections)" in proc.stdout
+    return json.loads((out / "results.json").read_text()), out
+
+
+def test_pressure_smoke_run_measured_and_verified_every_workload(
+    pressure: tuple[dict[str, Any], Path],
+) -> None:
+    results, _ = pressure
+    assert results["complete"] is True
+    servers = {s["name"]: s for s in results["servers"]}
+    expected = {"asyncio-protocol", "stream", "compat", "compat --lines"}
+    if HAVE_UVLOOP:
+        # The closed loop measures stream on uvloop too; pressure does not.
+        expected.add("stream (uvloop)")
+    assert set(servers) == expected
+    for name, server in servers.items():
+        assert server["answered"] is True, name
+        assert server["exit_status"] and set(server["exit_status"]) == {0}, name
+    fair = {run["server"]: run for run in results["fairness"]["runs"]}
+    assert fair.keys() == {"stream", "compat", "compat --lines"}
+    for name, run in fair.items():
+        assert run["yardstick"] == ("compat --lines" if "lines" in name else "compat")
+        assert run["connections"] == 4, name
+        assert run["probes"] > 0 and 0 < run["p50_ms"] <= run["p99_ms"], name
+        assert run["probe_verified_bytes"] == run["probe_sent_bytes"] > 0, name
+        assert run["flood_bytes"] > 0, name
+    for row in results["fairness"]["summary"]:
+        assert row["ratio"] is not None and row["ratio"] > 0, row
+    bulk = {run["server"]: run for run in results["bulk"]["runs"]}
+    assert bulk.keys() == {"asyncio-protocol", "stream"}
+    for name, run in bulk.items():
+        assert run["verified_bytes"] == run["sent_bytes"] > 0, name
+        assert run["echoed_bytes"] > 0 and run["server_cpu"] is not None, name
+    assert all(row["ratio"] > 0 for row in results["bulk"]["summary"])
+    stuck = {result["server"]: result for result in results["stuck"]}
+    assert stuck.keys() == {"stream", "compat --lines"}
+    for name, result in stuck.items():
+        assert result["clients"] == 50, name
+        assert 0 < result["sent_bytes"] <= 50 << 20, name
+        assert min(result["rss_start"], result["rss_held"], result["rss_after"]) > 0
+
+
+def test_pressure_tables_are_written(pressure: tuple[dict[str, Any], Path]) -> None:
+    _, out = pressure
+    markdown = (out / "results.md").read_text()
+    assert "| p99 × yardstick | yardstick | server | p50 ms |" in markdown
+    assert "| × asyncio-protocol | server | MiB/s | server CPU µs/MiB |" in markdown
+    assert "| server | bytes/client | taken MiB/client |" in markdown
+    assert "## Clients that never read (50 clients × 1 MiB)" in markdown
+    text = (out / "results.txt").read_text()
+    assert "bulk throughput on one connection" in text
+    assert "clients that never read (50 clients × 1 MiB)" in text
+
+
+def _plan(*argv: str) -> Plan:
+    parser = cli.build_parser()
+    args = parser.parse_args(argv)
+    return cli._plan(parser, args, cli._settings(args))
+
+
+def test_the_full_run_interleaves_the_pressure_workloads_on_asyncio() -> None:
+    plan = _plan()
+    fairness = {"asyncio-protocol", "asyncio-streams"} | LINE_SERVERS
+    fairness |= {"stream", "stream-public-api", "compat"}
+    for repeat in range(FULL.repeat):
+        steps = [s for s in plan.pressure if s.repeat == repeat]
+        workloads = [step.workload for step in steps]
+        # Per repeat, every fairness run, then every bulk run.
+        assert workloads == ["fairness"] * 8 + ["bulk"] * 6
+        names = {
+            w: [s.config.name for s in steps if s.workload == w] for w in workloads
+        }
+        assert set(names["fairness"]) == fairness
+        assert len(names["fairness"]) == len(fairness)
+        assert set(names["bulk"]) == BYTE_SERVERS
+        # Each repeat starts the rotation one server further on.
+        first = [s for s in plan.pressure if s.repeat == 0 and s.workload == "bulk"]
+        order = [s.config.name for s in first]
+        assert names["bulk"] == order[repeat:] + order[:repeat]
+    assert len(plan.pressure) == FULL.repeat * (8 + 6)
+    assert {c.name for c in plan.stuck} == (BYTE_SERVERS | LINE_SERVERS) - {
+        "stream-public-api"
+    }
+    assert all(s.config.loop == "asyncio" for s in plan.pressure)
+    assert all(c.loop == "asyncio" for c in plan.stuck)
+
+
+def test_pressure_keeps_the_yardsticks_of_the_servers_selected() -> None:
+    def workloads(plan: Plan) -> dict[str, set[str]]:
+        got: dict[str, set[str]] = {"fairness": set(), "bulk": set()}
+        for step in plan.pressure:
+            got[step.workload].add(step.config.name)
+        return {**got, "stuck": {c.name for c in plan.stuck}}
+
+    assert workloads(_plan("--servers", "stream")) == {
+        "fairness": {"stream", "compat"},
+        "bulk": {"stream", "asyncio-protocol"},
+        "stuck": {"stream"},
+    }
+    assert workloads(_plan("--servers", "stream --lines")) == {
+        "fairness": {"stream --lines", "compat --lines"},
+        "bulk": set(),
+        "stuck": {"stream --lines"},
+    }
+    assert workloads(_plan("--servers", "tornado-naive")) == {
+        "fairness": set(),
+        "bulk": {"tornado-naive", "asyncio-protocol"},
+        "stuck": {"tornado-naive"},
+    }
+    # On uvloop only if asked for; the yardsticks stay on asyncio's loop.
+    if HAVE_UVLOOP:
+        assert workloads(_plan("--servers", "stream (uvloop)")) == {
+            "fairness": {"stream (uvloop)", "compat"},
+            "bulk": {"stream (uvloop)", "asyncio-protocol"},
+            "stuck": {"stream (uvloop)"},
+        }
+    plan = _plan("--servers", "stream", "--pressure", "bulk,stuck")
+    assert {s.workload for s in plan.pressure} == {"bulk"} and plan.stuck
+    plan = _plan("--pressure", "none")
+    assert plan.pressure == () and plan.stuck == ()
+    # Servers started only for the pressure workloads are in the report too.
+    assert "compat" in {c.name for c in _plan("--servers", "stream").servers}
+
+
+@pytest.mark.parametrize("value", ["fast", "none,bulk", ""])
+def test_bad_pressure_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["--pressure", value])
+    assert raised.value.code == 2
+    assert "argument --pressure: " in capsys.readouterr().err
+
+
+def _fairness(server: str, repeat: int, p99_ms: float) -> FairnessResult:
+    return FairnessResult(
+        server=server,
+        repeat=repeat,
+        yardstick="compat" if server in BYTE_SERVERS else "compat --lines",
+        connections=16,
+        probes=500,
+        p50_ms=p99_ms / 2,
+        p99_ms=p99_ms,
+        probe_elapsed=3.0,
+        probe_sent_bytes=32_000,
+        probe_verified_bytes=32_000,
+        flood_bytes=3 << 30,
+        flood_elapsed=3.0,
+    )
+
+
+def _bulk(server: str, repeat: int, mib_per_s: float) -> BulkResult:
+    return BulkResult(
+        server=server,
+        repeat=repeat,
+        echoed_bytes=int(mib_per_s * 1.5 * (1 << 20)),
+        elapsed=1.5,
+        server_cpu=0.75,
+        client_cpu=0.95 if server == "stream" else 0.5,
+        sent_bytes=1 << 30,
+        verified_bytes=1 << 30,
+    )
+
+
+def test_report_tables_of_the_pressure_workloads() -> None:
+    names = ["asyncio-protocol", "stream", "compat", "compat --lines", "lineserver"]
+    report = Report(
+        servers=[ServerConfig(kind_named(name)) for name in names],
+        settings={"repeat": 2},
+        machine={},
+        malloc_env={},
+    )
+    # Ratios are taken within a repeat: stream is 2x compat in both, however
+    # slow the second repeat was; lineserver has no yardstick run.
+    for repeat, scale in enumerate((1.0, 3.0)):
+        report.fairness += [
+            _fairness("compat", repeat, 2.0 * scale),
+            _fairness("stream", repeat, 4.0 * scale),
+            _fairness("compat --lines", repeat, 5.0 * scale),
+        ]
+        report.bulk += [
+            _bulk("asyncio-protocol", repeat, 1000.0 * scale),
+            _bulk("stream", repeat, 900.0 * scale),
+        ]
+    report.fairness.append(_fairness("lineserver", 2, 1.0))
+    report.stuck = [
+        StuckResult("stream", 200, 200 << 20, 30 << 20, 54 << 20, 31 << 20, 0.5),
+        StuckResult(
+            "asyncio-protocol", 200, 200 << 20, 30 << 20, 230 << 20, 229 << 20, None
+        ),
+    ]
+    fair = {row.server: row for row in report.fairness_rows()}
+    assert list(fair) == ["stream", "compat", "compat --lines", "lineserver"]
+    assert fair["stream"].ratio == pytest.approx(2.0)
+    assert fair["stream"].ratios == pytest.approx((2.0, 2.0))
+    assert fair["stream"].p99_ms == pytest.approx(8.0)  # the median of 4 and 12
+    assert fair["compat --lines"].ratio == pytest.approx(1.0)
+    assert fair["lineserver"].ratio is None
+    bulk = {row.server: row for row in report.bulk_rows()}
+    assert bulk["stream"].ratio == pytest.approx(0.9)
+    assert bulk["stream"].client_bound and not bulk["asyncio-protocol"].client_bound
+    assert [r.server for r in report.stuck_results()] == ["asyncio-protocol", "stream"]
+    assert report.stuck_results()[1].bytes_per_client == (24 << 20) / 200
+    markdown = report.to_markdown()
+    assert "| 2.00× | compat | **stream** | 4.00 | 8.00 | 500 | 1,024 |" in markdown
+    assert "| n/a | compat --lines | **lineserver** |" in markdown
+    assert "| 0.90× | **stream** | 1,800 | 370 | 50% | 95% | client-bound² |" in (
+        markdown
+    )
+    assert "| **stream** | 125,829 | 1.00 | 30.0 | 54.0 | 31.0 | in 0.5 s |" in markdown
+    assert "| asyncio-protocol | 1,048,576 | 1.00 |" in markdown
+    assert "| 229.0 | not in 10 s |" in markdown
+    text = report.to_text()
+    assert "stream *" in text and "not in 10 s" in text
+    data = report.to_json()
+    assert {"fairness", "bulk", "stuck"} <= data.keys()
+    assert isinstance(data["stuck"], list) and len(data["stuck"]) == 2
+    answered = report.answered()
+    assert answered["lineserver"] and answered["compat --lines"]

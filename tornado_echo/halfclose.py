@@ -6,8 +6,9 @@ often has something left to say then: a reply to the unterminated tail, or
 the tail itself when echoing. `BaseIOStream` documents ``read_from_fd`` and
 ``close_fd`` as the methods a subclass provides; this one uses them to notice
 the FIN and to keep the socket open when that is why the stream closed.
-Later writes go through a fresh `.IOStream` on the same socket, and a second
-`~HalfCloseIOStream.close` releases it.
+Later writes go through a fresh `.IOStream` on the same socket, which
+`~HalfClosingStream.close` releases; `~HalfClosingStream.finish` ends a
+conversation. `HalfClosingStream` holds this part, which `.TLSStream` shares.
 
 The same two documented hooks, plus `~HalfCloseIOStream.write`, also take
 the two costs off an echo's hot path that need no knowledge of Tornado's
@@ -101,7 +102,7 @@ class HalfClosingStream(CountingIOStream):
     After a read fails with a clean `.StreamClosedError` because the peer
     ended its side (FIN, or a TLS 1.3 ``close_notify``), `peer_closed` is
     true and `write` still works: the socket is kept for a fresh stream of
-    `_write_side_class`. `close` closes that too, and `finish` ends a
+    ``_write_side_class``. `close` closes that too, and `finish` ends a
     conversation without losing what the peer has yet to read.
     """
 
@@ -180,8 +181,9 @@ class HalfCloseIOStream(HalfClosingStream):
     """An `.IOStream` that keeps its socket writable after the peer half-closes.
 
     After a read fails with a clean `.StreamClosedError` because the peer
-    sent FIN, `peer_closed` is true and `write` still works. `close`, or
-    `finish`, releases the socket. A reset or a local `close` before the
+    sent FIN, `~HalfClosingStream.peer_closed` is true and `write` still
+    works. `~HalfClosingStream.close`, or `~HalfClosingStream.finish`,
+    releases the socket. A reset or a local close before the
     FIN closes the socket as usual.
 
     .. versionadded:: 0.2.0

@@ -95,14 +95,14 @@ class ShutdownResult:
     closed: int
 
 
-class _Record:
-    """What the tracker keeps for one connection besides the connection."""
+class ConnectionRecord:
+    """What a `ConnectionTracker` keeps for one connection besides itself."""
 
     __slots__ = ("counts", "host", "progress", "quiet_sweeps")
 
     def __init__(self, host: str | None) -> None:
         self.counts: LineCounts | None = None
-        #: The key it counts against in `.HostLimit`, or None.
+        #: The key it counts against in the per-host limit, or None.
         self.host = host
         #: ``bytes_in + bytes_out`` at the last sweep, and how many sweeps
         #: in a row have seen it unchanged. The first sweep takes the
@@ -128,7 +128,7 @@ class ConnectionTracker:
     """
 
     def __init__(self) -> None:
-        self._live: dict[Connection, _Record] = {}
+        self._live: dict[Connection, ConnectionRecord] = {}
         self._changed: asyncio.Event | None = None
 
     def __len__(self) -> int:
@@ -142,7 +142,7 @@ class ConnectionTracker:
         return conn in self._live
 
     def add(self, conn: Connection, host: str | None = None) -> None:
-        self._live[conn] = _Record(host)
+        self._live[conn] = ConnectionRecord(host)
 
     def count_lines_of(self, conn: Connection, counts: LineCounts) -> None:
         """Report ``counts.lines`` as ``conn``'s, while it is tracked."""
@@ -150,14 +150,14 @@ class ConnectionTracker:
         if record is not None:
             record.counts = counts
 
-    def pop(self, conn: Connection) -> _Record | None:
+    def pop(self, conn: Connection) -> ConnectionRecord | None:
         """Forget ``conn``; returns its record, if it was tracked."""
         record = self._live.pop(conn, None)
         if not self._live and self._changed is not None:
             self._changed.set()
         return record
 
-    def records(self) -> list[tuple[Connection, _Record]]:
+    def records(self) -> list[tuple[Connection, ConnectionRecord]]:
         return list(self._live.items())
 
     def line_counts(self) -> Iterator[LineCounts]:

@@ -2,20 +2,23 @@
 
 Every limit has a safe default, and ``0`` switches a timeout off:
 
-==================  ====================  ====================================
-limit               default               at the limit
-==================  ====================  ====================================
-max_connections     open-file limit - 32  stop accepting; clients wait in the
-                                          listen backlog until a slot frees
-max_connections_    off                   close the host's new connections
-per_host                                  (an IPv6 host counts by its /64)
-idle_timeout        300 s                 close a connection with no traffic
-                                          either way for that long
-write_timeout       60 s                  close a connection whose peer took
-                                          none of our pending data that long
-handshake_timeout   10 s                  close a TLS connection whose
-                                          handshake has not finished
-==================  ====================  ====================================
+========================  ====================  ==============================
+limit                     default               at the limit
+========================  ====================  ==============================
+max_connections           open-file limit - 32  stop accepting; clients wait
+                                                in the listen backlog until a
+                                                slot frees
+max_connections_per_host  off                   close the host's new
+                                                connections (an IPv6 host
+                                                counts by its /64)
+idle_timeout              300 s                 close a connection with no
+                                                traffic either way that long
+write_timeout             60 s                  close a connection whose peer
+                                                took none of our pending data
+                                                that long
+handshake_timeout         10 s                  close a TLS connection whose
+                                                handshake has not finished
+========================  ====================  ==============================
 
 Every accepted socket counts against ``max_connections`` from the moment it
 is accepted: one waiting for its PROXY header or in its TLS handshake too.

@@ -17,6 +17,14 @@ the client was.
 **Memory per idle connection.** A fresh server is sent 10,000 connections
 that each echo once, and its RSS growth is divided by their number.
 
+**Under pressure** (`tornado_echo.bench.pressure`), what the closed loop
+does not show: *fairness*, a light client's round trips of one 64-byte
+line while 16 connections keep the server's pipes full, its p99 as a
+multiple of compat's in the same repeat; *bulk*, one connection's echoed
+MiB/s as a multiple of the reference's, and the server's CPU time per MiB;
+and *stuck*, the memory a fresh server holds for 200 clients that send
+1 MiB each and never read, and whether it comes back once they leave.
+
 **Why ratios.** Absolute rates depend on the machine, its load, and the
 interpreter's build; a server's rate divided by that of asyncio's own
 Protocol echo (the cheapest echo asyncio offers) in the same repeat
@@ -34,7 +42,7 @@ this; ``--glibc-malloc-defaults`` turns it off).
 
 ::
 
-    python -m tornado_echo.bench                    # the full run, ~3 minutes
+    python -m tornado_echo.bench                    # the full run, ~8 minutes
     python -m tornado_echo.bench --smoke            # seconds; what CI runs
     python -m tornado_echo.bench --servers stream,compat --sizes 1k --repeat 5
 
@@ -44,11 +52,12 @@ settings), ``results.md``, ``results.txt`` and ``chart.png`` to ``--out``
 failed to verify, a server stopped answering or ``--time-limit`` passed.
 
 Modules: `~tornado_echo.bench.servers` (configurations and their
-processes), `~tornado_echo.bench.workloads` (closed loop, idle),
-`~tornado_echo.bench.plan` (which runs, in which order),
-`~tornado_echo.bench.report`, `~tornado_echo.bench.chart`,
+processes), `~tornado_echo.bench.workloads` (closed loop, idle, and the
+pressure workloads), `~tornado_echo.bench.plan` (which runs, in which
+order), `~tornado_echo.bench.report`, `~tornado_echo.bench.chart`,
 `~tornado_echo.bench.progress`, `~tornado_echo.bench.cli`,
-`~tornado_echo.bench.client`, `~tornado_echo.bench.baselines`.
+`~tornado_echo.bench.client`, `~tornado_echo.bench.pressure`,
+`~tornado_echo.bench.baselines`.
 
 .. versionadded:: 0.3.0
 """

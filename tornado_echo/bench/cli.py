@@ -26,9 +26,11 @@ from tornado_echo.bench.chart import write_chart
 from tornado_echo.bench.plan import (
     FULL,
     LINE_SIZE,
+    PRESSURE,
     SMOKE,
     WIDE_SIZE,
     Plan,
+    PressureName,
     Settings,
     estimate,
     make_plan,
@@ -52,9 +54,12 @@ from tornado_echo.bench.servers import (
 )
 from tornado_echo.bench.workloads import (
     TimeLimitReached,
+    bulk,
     clamp_idle_connections,
     closed_loop,
+    fairness,
     idle,
+    stuck,
 )
 from tornado_echo.loops import LOOPS, LoopName
 
@@ -140,13 +145,30 @@ def _loops(text: str) -> tuple[LoopName, ...]:
     return tuple(dict.fromkeys(loops))
 
 
+def _pressure(text: str) -> tuple[PressureName, ...]:
+    chosen: set[str] = set()
+    for part in text.split(","):
+        name = part.strip()
+        if name not in (*PRESSURE, "all", "none"):
+            raise argparse.ArgumentTypeError(
+                f"unknown pressure workload {name!r}; choose from all, none, "
+                f"{', '.join(PRESSURE)}"
+            )
+        chosen |= set(PRESSURE) if name == "all" else {name}
+    if "none" in chosen and len(chosen) > 1:
+        raise argparse.ArgumentTypeError("none cannot be combined with others")
+    return tuple(name for name in PRESSURE if name in chosen)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tornado_echo.bench",
         description="Benchmark echo servers on loopback: round trips per second "
-        f"as a multiple of {REFERENCE}'s, with every byte verified, and memory "
-        "per idle connection. With no arguments: the full run (about 3 "
-        "minutes on 2 cores).",
+        f"as a multiple of {REFERENCE}'s, with every byte verified, memory "
+        "per idle connection, and under pressure: a light client's latency "
+        "while others flood the server, one connection's bulk throughput, and "
+        "the memory of clients that never read. With no arguments: the full "
+        "run (about 8 minutes on 2 cores).",
     )
     what = parser.add_argument_group("what to measure")
     what.add_argument(
@@ -192,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="connections for the idle-memory measurement, clamped to the "
         f"open-file limit; 0: skip it (default: {FULL.idle:,})",
     )
+    what.add_argument(
+        "--pressure",
+        type=_pressure,
+        metavar="LIST",
+        help="pressure workloads, after the closed loop and idle memory, on "
+        "asyncio's loop unless --servers or --loops say otherwise: fairness (a "
+        "64-byte line's round trips while "
+        f"{FULL.flood_connections} connections flood the server), bulk (one "
+        "connection's MiB/s and the server's CPU time per MiB), stuck (memory "
+        f"held for {FULL.stuck_clients} clients that never read, and whether "
+        "it comes back); all, none, or a comma-separated list (default: all)",
+    )
     how = parser.add_argument_group("how")
     how.add_argument(
         "--repeat",
@@ -216,8 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a few seconds per server, for CI: one repeat at "
         f"{size_label(SMOKE.sizes[0])} ({LINE_SIZE} B for line servers), "
-        f"{SMOKE.duration:g} s runs, {SMOKE.idle} idle connections, no chart; "
-        "other options still apply",
+        f"{SMOKE.duration:g} s runs, {SMOKE.idle} idle connections, "
+        f"{SMOKE.flood_connections} flood connections for "
+        f"{SMOKE.fairness_duration:g} s, {SMOKE.stuck_clients} clients that "
+        "never read, no chart; other options still apply",
     )
     how.add_argument(
         "--time-limit",
@@ -288,26 +324,58 @@ def _pinned(cpu: int | None) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def _run_closed_loop(
-    plan: Plan,
-    settings: Settings,
-    report: Report,
-    progress: Progress,
-    *,
-    cpus: tuple[int | None, int | None],
-    env: dict[str, str],
-    spin: bool,
-    deadline: float,
-) -> None:
-    server_cpu, client_cpu = cpus
-    servers = [ServerProcess(c, cpu=server_cpu, env=env) for c in plan.configs]
-    by_name = {server.name: server for server in servers}
-    try:
-        progress.begin(f"starting {len(servers)} servers")
-        # They start side by side on one CPU: a second more for each.
-        start_all(servers, timeout=START_TIMEOUT + len(servers))
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What running any workload needs."""
+
+    settings: Settings
+    report: Report
+    progress: Progress
+    server_cpu: int | None
+    client_cpu: int | None
+    env: dict[str, str]
+    spin: bool
+    deadline: float
+
+    def _stopped(self, server: ServerProcess) -> None:
+        statuses = self.report.exit_status.setdefault(server.name, [])
+        statuses.append(server.returncode())
+
+    @contextlib.contextmanager
+    def started(
+        self, configs: Sequence[ServerConfig]
+    ) -> Iterator[dict[str, ServerProcess]]:
+        """``configs``' servers, started side by side, by name; stopped after."""
+        servers = [ServerProcess(c, cpu=self.server_cpu, env=self.env) for c in configs]
+        try:
+            self.progress.begin(f"starting {len(servers)} servers")
+            # They start side by side on one CPU: a second more for each.
+            start_all(servers, timeout=START_TIMEOUT + len(servers))
+            yield {server.name: server for server in servers}
+        finally:
+            stop_all(servers)
+            for server in servers:
+                self._stopped(server)
+
+    @contextlib.contextmanager
+    def fresh(self, config: ServerConfig) -> Iterator[ServerProcess]:
+        """A server just started for ``config``, ready; stopped after.
+
+        Its memory then holds nothing but what a start costs.
+        """
+        server = ServerProcess(config, cpu=self.server_cpu, env=self.env)
+        try:
+            with server:
+                yield server
+        finally:
+            self._stopped(server)
+
+
+def _run_closed_loop(plan: Plan, ctx: _Context) -> None:
+    settings = ctx.settings
+    with ctx.started(plan.configs) as by_name:
         for step in plan.steps:
-            progress.begin(step.describe(settings.repeat))
+            ctx.progress.begin(step.describe(settings.repeat))
             run = closed_loop(
                 by_name[step.config.name],
                 repeat=step.repeat,
@@ -315,45 +383,102 @@ def _run_closed_loop(
                 connections=step.connections,
                 warmup=settings.warmup,
                 duration=settings.duration,
-                client_cpu=client_cpu,
-                spin=spin,
-                deadline=deadline,
+                client_cpu=ctx.client_cpu,
+                spin=ctx.spin,
+                deadline=ctx.deadline,
             )
-            report.runs.append(run)
-            progress.done(
+            ctx.report.runs.append(run)
+            ctx.progress.done(
                 f"{run.rate:,.0f} round trips/s, client busy {run.client_cpu:.0%}"
             )
-    finally:
-        stop_all(servers)
-        for server in servers:
-            report.exit_status.setdefault(server.name, []).append(server.returncode())
 
 
-def _run_idle(
-    plan: Plan,
-    connections: int,
-    requested: int,
-    report: Report,
-    progress: Progress,
-    *,
-    server_cpu: int | None,
-    env: dict[str, str],
-    deadline: float,
-) -> None:
+def _run_idle(plan: Plan, ctx: _Context, connections: int) -> None:
     for config in plan.idle:
-        progress.begin(f"idle · {connections:,} connections · {config.name}")
-        # A fresh server each, so its memory holds nothing but the idle
-        # connections and what a start costs.
-        server = ServerProcess(config, cpu=server_cpu, env=env)
-        try:
-            with server:
-                result = idle(
-                    server, connections, requested=requested, deadline=deadline
+        ctx.progress.begin(f"idle · {connections:,} connections · {config.name}")
+        with ctx.fresh(config) as server:
+            result = idle(
+                server,
+                connections,
+                requested=ctx.settings.idle,
+                deadline=ctx.deadline,
+            )
+        ctx.report.idle.append(result)
+        ctx.progress.done(f"{result.bytes_per_connection:,.0f} bytes per connection")
+
+
+def _run_pressure(plan: Plan, ctx: _Context) -> None:
+    """The fairness and bulk runs, on servers started for them."""
+    if not plan.pressure:
+        return
+    settings = ctx.settings
+    with ctx.started(plan.pressure_configs) as by_name:
+        for step in plan.pressure:
+            ctx.progress.begin(step.describe(settings.repeat))
+            server = by_name[step.config.name]
+            if step.workload == "fairness":
+                fair = fairness(
+                    server,
+                    repeat=step.repeat,
+                    connections=settings.flood_connections,
+                    warmup=settings.fairness_warmup,
+                    duration=settings.fairness_duration,
+                    client_cpu=ctx.client_cpu,
+                    deadline=ctx.deadline,
                 )
-        finally:
-            report.exit_status.setdefault(server.name, []).append(server.returncode())
-        report.idle.append(result)
-        progress.done(f"{result.bytes_per_connection:,.0f} bytes per connection")
+                ctx.report.fairness.append(fair)
+                ctx.progress.done(
+                    f"probe p99 {fair.p99_ms:.2f} ms, "
+                    f"flood {fair.flood_mib_per_s:,.0f} MiB/s"
+                )
+                continue
+            run = bulk(
+                server,
+                repeat=step.repeat,
+                warmup=settings.bulk_warmup,
+                duration=settings.bulk_duration,
+                client_cpu=ctx.client_cpu,
+                deadline=ctx.deadline,
+            )
+            ctx.report.bulk.append(run)
+            ctx.progress.done(
+                f"{run.mib_per_s:,.0f} MiB/s, client busy {run.client_cpu:.0%}"
+            )
+
+
+def _run_stuck(plan: Plan, ctx: _Context) -> None:
+    clients = ctx.settings.stuck_clients
+    for config in plan.stuck:
+        ctx.progress.begin(f"stuck · {clients} clients that never read · {config.name}")
+        with ctx.fresh(config) as server:
+            result = stuck(server, clients, deadline=ctx.deadline)
+        ctx.report.stuck.append(result)
+        back = result.back_seconds
+        ctx.progress.done(
+            f"{result.bytes_per_client:,.0f} bytes per client, memory "
+            + ("not back in 10 s" if back is None else f"back in {back:.1f} s")
+        )
+
+
+def _run_all(plan: Plan, ctx: _Context, idle_connections: int) -> None:
+    """Every workload in turn; why it stopped early goes in the report."""
+    report = ctx.report
+    try:
+        with _pinned(ctx.client_cpu):
+            _run_closed_loop(plan, ctx)
+            _run_idle(plan, ctx, idle_connections)
+            _run_pressure(plan, ctx)
+            _run_stuck(plan, ctx)
+    except TimeLimitReached:
+        report.stopped = (
+            f"the time limit of {report.settings['time_limit']:g} s was reached; "
+            "the runs that finished are reported"
+        )
+    except BenchFailure as exc:
+        report.stopped = str(exc)
+        report.stopped_detail = list(exc.detail)
+    except KeyboardInterrupt:
+        report.stopped = "interrupted"
 
 
 def _mode(args: argparse.Namespace, settings: Settings) -> str:
@@ -364,12 +489,10 @@ def _mode(args: argparse.Namespace, settings: Settings) -> str:
     return "full" if default and not args.glibc_malloc_defaults else "custom"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; returns the exit status (2 for a usage error)."""
-    started = time.monotonic()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    settings = _settings(args)
+def _plan(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings
+) -> Plan:
+    """The runs ``args`` ask for; a usage error if they need uvloop and it is missing."""
     uvloop = uvloop_installed()
     wants_uvloop = (args.loops is not None and "uvloop" in args.loops) or any(
         name.endswith("(uvloop)") for name in args.servers or ()
@@ -380,14 +503,52 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(pip install 'tornado_echo[bench]')"
         )
     configs = select_configs(args.servers, args.loops, uvloop)
-    plan = make_plan(settings, configs)
+    # The pressure workloads run on asyncio's loop unless loops are named.
+    pressure = select_configs(
+        args.servers, args.loops or ("asyncio",), uvloop, reference=False
+    )
+    return make_plan(settings, configs, pressure)
+
+
+def _settings_json(args: argparse.Namespace, settings: Settings) -> dict[str, object]:
+    """The settings as ``results.json`` keeps them, less what the machine sets."""
+    return {
+        "mode": _mode(args, settings),
+        "sizes": list(settings.sizes),
+        "line_size": LINE_SIZE,
+        "connections": list(settings.connections),
+        "wide_connections": settings.wide_connections,
+        "repeat": settings.repeat,
+        "warmup": settings.warmup,
+        "duration": settings.duration,
+        "idle_requested": settings.idle,
+        "pressure": list(settings.pressure),
+        "flood_connections": settings.flood_connections,
+        "fairness_warmup": settings.fairness_warmup,
+        "fairness_duration": settings.fairness_duration,
+        "bulk_warmup": settings.bulk_warmup,
+        "bulk_duration": settings.bulk_duration,
+        "stuck_clients": settings.stuck_clients,
+        "time_limit": args.time_limit,
+        "spin": args.spin,
+        "glibc_malloc_defaults": args.glibc_malloc_defaults,
+        "order": "interleaved: per repeat, per size, one run of each server",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status (2 for a usage error)."""
+    started = time.monotonic()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = _settings(args)
+    plan = _plan(parser, args, settings)
     out: Path = args.out
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         parser.error(f"--out {out}: {exc.strerror or exc}")
 
-    deadline = started + args.time_limit
     cpus = tuple(sorted(os.sched_getaffinity(0)))
     notes: list[str] = []
     server_cpu: int | None = None
@@ -401,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "only one CPU is usable, so client and server share it and nothing "
             "is pinned: the numbers say little"
         )
-    if not uvloop and args.loops is None:
+    if not uvloop_installed() and args.loops is None:
         notes.append(
             "uvloop is not installed: no server was measured on it, and the "
             "load client ran on asyncio's slower loop, so more results may be "
@@ -413,71 +574,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes.append(clamped)
     env = malloc_env(args.glibc_malloc_defaults)
     report = Report(
-        servers=list(plan.configs),
+        servers=list(plan.servers),
         settings={
-            "mode": _mode(args, settings),
-            "sizes": list(settings.sizes),
-            "line_size": LINE_SIZE,
-            "connections": list(settings.connections),
-            "wide_connections": settings.wide_connections,
-            "repeat": settings.repeat,
-            "warmup": settings.warmup,
-            "duration": settings.duration,
-            "idle_requested": settings.idle,
+            **_settings_json(args, settings),
             "idle_connections": idle_connections,
-            "time_limit": args.time_limit,
-            "spin": args.spin,
-            "glibc_malloc_defaults": args.glibc_malloc_defaults,
             "pinning": pinning,
             "server_cpu": server_cpu,
             "client_cpu": client_cpu,
             "nofile_limit": nofile,
-            "order": "interleaved: per repeat, per size, one run of each server",
         },
         machine=machine(cpus),
         malloc_env=malloc_settings(env),
         notes=notes,
     )
-    with Progress(len(plan.steps) + len(plan.idle)) as progress:
+    runs = len(plan.steps) + len(plan.idle) + len(plan.pressure) + len(plan.stuck)
+    with Progress(runs) as progress:
         for note in notes:
             progress.note(note)
         seconds = estimate(plan, settings, idle_connections)
         progress.note(
-            f"{len(plan.configs)} servers, {len(plan.steps)} runs, idle memory on "
-            f"{len(plan.idle)}; about {seconds / 60:.1f} minutes"
+            f"{len(plan.servers)} servers: {len(plan.steps)} closed-loop runs, "
+            f"idle memory on {len(plan.idle)}, {len(plan.pressure)} fairness and "
+            f"bulk runs, clients that never read on {len(plan.stuck)}; about "
+            f"{seconds / 60:.1f} minutes"
         )
-        try:
-            with _pinned(client_cpu):
-                _run_closed_loop(
-                    plan,
-                    settings,
-                    report,
-                    progress,
-                    cpus=(server_cpu, client_cpu),
-                    env=env,
-                    spin=args.spin,
-                    deadline=deadline,
-                )
-                _run_idle(
-                    plan,
-                    idle_connections,
-                    settings.idle,
-                    report,
-                    progress,
-                    server_cpu=server_cpu,
-                    env=env,
-                    deadline=deadline,
-                )
-        except TimeLimitReached:
-            report.stopped = (
-                f"the time limit of {args.time_limit:g} s was reached; "
-                "the runs that finished are reported"
-            )
-        except BenchFailure as exc:
-            report.stopped = str(exc)
-            report.stopped_detail = list(exc.detail)
-        except KeyboardInterrupt:
-            report.stopped = "interrupted"
+        ctx = _Context(
+            settings, report, progress, server_cpu, client_cpu, env, args.spin,
+            started + args.time_limit,
+        )  # fmt: skip
+        _run_all(plan, ctx, idle_connections)
     for name, statuses in report.exit_status.items():
         if any(status != 0 for status in statuses):
             report.notes.append(f"{name} exited with status(es) {statuses}")

@@ -319,8 +319,8 @@ async def closed_loop(
         loop=type(loop).__module__.split(".")[0],
         round_trips=run.count,
         elapsed=t1 - t0,
-        p50_us=_percentile(latencies, 50) / 1000,
-        p99_us=_percentile(latencies, 99) / 1000,
+        p50_us=percentile(latencies, 50) / 1000,
+        p99_us=percentile(latencies, 99) / 1000,
         client_cpu=(cpu1 - cpu0 - (idle1 - idle0)) / (t1 - t0),
         server_cpu=None if server0 is None or server1 is None else server1 - server0,
         sent_bytes=run.sent,
@@ -400,8 +400,11 @@ async def _finish(run: _Run, conns: list[_EchoConnection]) -> None:
         )
 
 
-def _percentile(ordered: Sequence[int], percent: float) -> float:
-    # Nearest rank: always a latency that was actually measured.
+def percentile(ordered: Sequence[int], percent: float) -> float:
+    """The ``percent`` percentile of ``ordered`` (sorted), by nearest rank.
+
+    Nearest rank: always a latency that was actually measured; 0.0 for none.
+    """
     if not ordered:
         return 0.0
     rank = max(-(-len(ordered) * percent // 100), 1)

@@ -3,8 +3,10 @@
 `Settings` says how much to measure (`FULL` and `SMOKE` are the presets)
 and `select_configs` which servers; `make_plan` turns both into a `Plan`:
 every closed-loop run (`Step`), interleaved so that a slow moment of the
-machine hits every server alike, and the servers whose idle memory is
-measured.
+machine hits every server alike, the servers whose idle memory is
+measured, and the pressure workloads (`PRESSURE`): fairness and bulk runs
+(`PressureStep`), interleaved the same way, and the servers whose clients
+never read.
 
 .. versionadded:: 0.3.0
 """
@@ -13,11 +15,52 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal, TypeVar
 
 from tornado_echo.bench.report import size_label
 from tornado_echo.bench.servers import KINDS, REFERENCE, ServerConfig, kind_named
+from tornado_echo.bench.workloads import fairness_yardstick
 from tornado_echo.loops import LOOPS, LoopName
+
+_T = TypeVar("_T")
+
+PressureName = Literal["fairness", "bulk", "stuck"]
+
+#: The pressure workloads, in the order they run (``--pressure``).
+PRESSURE: tuple[PressureName, ...] = ("fairness", "bulk", "stuck")
+
+#: The servers each pressure workload measures, of those selected. Bulk is
+#: for byte echo only: a line server's cost is per line, which the closed
+#: loop measures.
+FAIRNESS_KINDS = (
+    "asyncio-protocol",
+    "asyncio-streams",
+    "stream",
+    "stream-public-api",
+    "compat",
+    "stream --lines",
+    "compat --lines",
+    "lineserver",
+)
+BULK_KINDS = (
+    "asyncio-protocol",
+    "asyncio-streams",
+    "tornado-naive",
+    "stream",
+    "stream-public-api",
+    "compat",
+)
+STUCK_KINDS = (
+    "asyncio-protocol",
+    "asyncio-streams",
+    "tornado-naive",
+    "stream",
+    "compat",
+    "stream --lines",
+    "compat --lines",
+    "lineserver",
+)
 
 #: Line servers are measured at this message size only: a line protocol's
 #: cost is per line, and 64 bytes is a typical short command or reply.
@@ -41,6 +84,18 @@ class Settings:
     #: Connections for the idle workload; 0 for none.
     idle: int
     chart: bool
+    #: The pressure workloads to run, after the closed loop and idle memory.
+    pressure: tuple[PressureName, ...]
+    #: Fairness: connections that flood, their head start (the probe's
+    #: warm-up), and the probe's measured time.
+    flood_connections: int
+    fairness_warmup: float
+    fairness_duration: float
+    #: Bulk: the warm-up, and the measured time.
+    bulk_warmup: float
+    bulk_duration: float
+    #: Clients that never read, for the stuck workload.
+    stuck_clients: int
 
 
 # Budget: 41 runs per repeat of 1.3 s plus a client start, 3 repeats, and
@@ -56,6 +111,13 @@ FULL = Settings(
     duration=1.0,
     idle=10_000,
     chart=True,
+    pressure=PRESSURE,
+    flood_connections=16,
+    fairness_warmup=0.5,
+    fairness_duration=3.0,
+    bulk_warmup=0.3,
+    bulk_duration=1.5,
+    stuck_clients=200,
 )
 
 #: The seconds-long run CI makes (``--smoke``).
@@ -68,11 +130,29 @@ SMOKE = Settings(
     duration=0.5,
     idle=200,
     chart=False,
+    pressure=PRESSURE,
+    flood_connections=4,
+    fairness_warmup=0.2,
+    fairness_duration=0.5,
+    bulk_warmup=0.1,
+    bulk_duration=0.5,
+    stuck_clients=50,
 )
 
 # Seconds a run costs beyond warm-up and duration (client start, connect,
 # finish), for the estimate printed before starting.
 _RUN_OVERHEAD = 0.4
+
+# A fairness run's: three interpreter starts, two of them on a CPU the
+# flood keeps busy.
+_FAIRNESS_OVERHEAD = 1.0
+
+# A server of the stuck workload: its start, two waits for it to be idle,
+# the burst; 10 s more where the memory does not come back.
+_STUCK_SECONDS = 3.0
+
+# Starting a set of servers side by side.
+_START_SECONDS = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,23 +172,76 @@ class Step:
 
 
 @dataclasses.dataclass(frozen=True)
+class PressureStep:
+    """One fairness or bulk run."""
+
+    workload: Literal["fairness", "bulk"]
+    repeat: int
+    config: ServerConfig
+
+    def describe(self, repeats: int) -> str:
+        return (
+            f"repeat {self.repeat + 1}/{repeats} · {self.workload} · {self.config.name}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
     """Every server and every run, in the order they happen."""
 
+    #: The closed-loop servers.
     configs: tuple[ServerConfig, ...]
+    #: The closed-loop runs, interleaved.
     steps: tuple[Step, ...]
+    #: The servers whose idle memory is measured, once each.
     idle: tuple[ServerConfig, ...]
+    #: Fairness and bulk runs, interleaved as `steps` are.
+    pressure: tuple[PressureStep, ...] = ()
+    #: The servers measured with clients that never read, once each.
+    stuck: tuple[ServerConfig, ...] = ()
+
+    @property
+    def pressure_configs(self) -> tuple[ServerConfig, ...]:
+        """The servers of the fairness and bulk runs, in catalogue order."""
+        return _catalogue_order(step.config for step in self.pressure)
+
+    @property
+    def servers(self) -> tuple[ServerConfig, ...]:
+        """Every server measured by any workload, in catalogue order."""
+        return _catalogue_order((*self.configs, *self.pressure_configs, *self.stuck))
+
+
+def _catalogue_order(configs: Iterable[ServerConfig]) -> tuple[ServerConfig, ...]:
+    """``configs`` by loop, then in the order of `.KINDS`, once each."""
+    wanted = set(configs)
+    return tuple(
+        config
+        for loop in LOOPS
+        for kind in KINDS
+        if (config := ServerConfig(kind, loop)) in wanted
+    )
+
+
+def _rotated(here: Sequence[_T], repeat: int) -> list[_T]:
+    """``here``, starting at another item in each repeat."""
+    turn = repeat % len(here)
+    return [*here[turn:], *here[:turn]]
 
 
 def select_configs(
-    names: Sequence[str] | None, loops: Sequence[LoopName] | None, uvloop: bool
+    names: Sequence[str] | None,
+    loops: Sequence[LoopName] | None,
+    uvloop: bool,
+    *,
+    reference: bool = True,
 ) -> tuple[ServerConfig, ...]:
     """The servers to measure, in catalogue order, the reference always first.
 
     ``names`` are kinds (``stream``) or full names (``stream (uvloop)``);
     `None` means every kind. A kind runs on each of ``loops``, or, when that
     is `None`, on asyncio's loop and also on uvloop if it is installed and
-    the kind is measured there by default.
+    the kind is measured there by default. With ``reference`` false, the
+    reference is there only if selected.
     """
     wanted: set[ServerConfig] = set()
     for kind in KINDS:
@@ -124,21 +257,24 @@ def select_configs(
                 if chosen:
                     wanted.add(config)
     # Every ratio is to the reference, so it is always measured.
-    wanted.add(ServerConfig(kind_named(REFERENCE)))
-    return tuple(
-        config
-        for loop in LOOPS
-        for kind in KINDS
-        if (config := ServerConfig(kind, loop)) in wanted
-    )
+    if reference:
+        wanted.add(ServerConfig(kind_named(REFERENCE)))
+    return _catalogue_order(wanted)
 
 
-def make_plan(settings: Settings, configs: Sequence[ServerConfig]) -> Plan:
+def make_plan(
+    settings: Settings,
+    configs: Sequence[ServerConfig],
+    pressure: Sequence[ServerConfig] | None = None,
+) -> Plan:
     """Every run, interleaved: per repeat, per point, one run of each server.
 
     Interleaving spreads a slow moment of a shared machine over all the
     servers instead of one server's repeats, and each repeat starts the
     rotation at another server so none is always measured first.
+    ``pressure`` are the servers selected for the pressure workloads
+    (default: those of ``configs`` on asyncio's loop); each workload takes
+    those it measures, and the yardsticks they are compared with.
     """
     byte_configs = [c for c in configs if not c.lines]
     line_configs = [c for c in configs if c.lines]
@@ -160,16 +296,62 @@ def make_plan(settings: Settings, configs: Sequence[ServerConfig]) -> Plan:
         # The reference alone compares nothing: skip the sizes where only
         # it would run (say, for --servers lineserver).
         points = [point for point in points if point[2] != [reference]]
-    steps = []
-    for repeat in range(settings.repeat):
-        for size, connections, here in points:
-            turn = repeat % len(here)
-            for config in here[turn:] + here[:turn]:
-                steps.append(Step(repeat, size, connections, config))
+    steps = tuple(
+        Step(repeat, size, connections, config)
+        for repeat in range(settings.repeat)
+        for size, connections, here in points
+        for config in _rotated(here, repeat)
+    )
     idle_configs = tuple(c for c in byte_configs if c.loop == "asyncio")
     if not settings.idle or (idle_configs == (reference,) and len(configs) > 1):
         idle_configs = ()
-    return Plan(tuple(configs), tuple(steps), idle_configs)
+    if pressure is None:
+        pressure = [c for c in configs if c.loop == "asyncio"]
+    runs, stuck = _pressure_plan(settings, pressure)
+    return Plan(tuple(configs), steps, idle_configs, runs, stuck)
+
+
+def _with_yardsticks(
+    selected: Iterable[ServerConfig],
+    kinds: Sequence[str],
+    yardstick: Callable[[ServerConfig], str],
+) -> list[ServerConfig]:
+    """The servers of ``kinds`` among ``selected``, and those they are compared with.
+
+    As the reference is in the closed loop, a yardstick is measured whenever
+    a server compared with it is, selected or not.
+    """
+    here = {c for c in selected if c.kind.name in kinds}
+    here |= {ServerConfig(kind_named(yardstick(c))) for c in here}
+    return list(_catalogue_order(here))
+
+
+def _pressure_plan(
+    settings: Settings, selected: Sequence[ServerConfig]
+) -> tuple[tuple[PressureStep, ...], tuple[ServerConfig, ...]]:
+    """The fairness and bulk runs, interleaved, and the stuck workload's servers."""
+    points: list[tuple[Literal["fairness", "bulk"], list[ServerConfig]]] = []
+    if "fairness" in settings.pressure:
+        points.append(
+            ("fairness", _with_yardsticks(selected, FAIRNESS_KINDS, fairness_yardstick))
+        )
+    if "bulk" in settings.pressure:
+        points.append(("bulk", _with_yardsticks(selected, BULK_KINDS, _reference)))
+    steps = tuple(
+        PressureStep(workload, repeat, config)
+        for repeat in range(settings.repeat)
+        for workload, here in points
+        if here
+        for config in _rotated(here, repeat)
+    )
+    stuck: tuple[ServerConfig, ...] = ()
+    if "stuck" in settings.pressure:
+        stuck = tuple(c for c in selected if c.kind.name in STUCK_KINDS)
+    return steps, stuck
+
+
+def _reference(config: ServerConfig) -> str:
+    return REFERENCE
 
 
 def uvloop_installed() -> bool:
@@ -182,4 +364,18 @@ def estimate(plan: Plan, settings: Settings, idle_connections: int) -> float:
     per_run = settings.warmup + settings.duration + _RUN_OVERHEAD
     # Opening idle connections costs the server ~0.2 ms each, plus a start.
     per_idle = 1.0 + idle_connections * 0.0002
-    return len(plan.steps) * per_run + len(plan.idle) * per_idle + 3.0
+    per_workload = {
+        "fairness": settings.fairness_warmup
+        + settings.fairness_duration
+        + _FAIRNESS_OVERHEAD,
+        "bulk": settings.bulk_warmup + settings.bulk_duration + _RUN_OVERHEAD,
+    }
+    pressure = sum(per_workload[step.workload] for step in plan.pressure)
+    starts = _START_SECONDS * (1 + bool(plan.pressure))
+    return (
+        len(plan.steps) * per_run
+        + len(plan.idle) * per_idle
+        + pressure
+        + len(plan.stuck) * _STUCK_SECONDS
+        + starts
+    )

@@ -1,6 +1,8 @@
 """Turning runs into results: ratios, medians, and the three outputs.
 
-`Report` collects every `.RunResult` and `.IdleResult` of a benchmark. For
+`Report` collects every `.RunResult` and `.IdleResult` of a benchmark (and
+the pressure workloads' `.FairnessResult`, `.BulkResult` and
+`.StuckResult`). For
 each message size, connection count and repeat, each server's round trips
 per second are divided by those of `.REFERENCE` (asyncio's Protocol echo
 on asyncio's loop) **in the same repeat**, and a `Row` reports the median
@@ -11,6 +13,11 @@ other columns are medians over the repeats too.
 A row whose client was busy more than `CLIENT_BOUND` of its core in any
 repeat is flagged ``client-bound``: the client, not the server, may have
 set the pace, so its rate is a floor.
+
+The pressure workloads' ratios are taken the same way, in the same
+repeat: a fairness row's probe p99 to its yardstick's (`.FAIRNESS_YARDSTICK`,
+or `~tornado_echo.bench.workloads.LINE_FAIRNESS_YARDSTICK` for line servers), a bulk row's MiB/s to the
+reference's. Clients that never read are measured once per server.
 
 Outputs: `Report.to_json` (everything, raw runs included),
 `Report.to_markdown` (for the README) and `Report.to_text` (for a
@@ -28,15 +35,25 @@ import platform
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import tornado
 
 from tornado_echo import __version__
 from tornado_echo.bench.servers import REFERENCE, ServerConfig
-from tornado_echo.bench.workloads import IdleResult, RunResult
+from tornado_echo.bench.workloads import (
+    STUCK_BYTES,
+    BulkResult,
+    FairnessResult,
+    IdleResult,
+    RunResult,
+    StuckResult,
+)
 
 __all__ = [
     "CLIENT_BOUND",
+    "BulkRow",
+    "FairnessRow",
     "IdleRow",
     "Report",
     "Row",
@@ -66,6 +83,21 @@ def size_label(size: int) -> str:
 
 def _median(values: Iterable[float]) -> float:
     return statistics.median(values)
+
+
+def _median_or_none(values: Sequence[float | None]) -> float | None:
+    """The median, or `None` if any value is missing."""
+    if any(value is None for value in values):
+        return None
+    return _median(value for value in values if value is not None)
+
+
+class _OfServer(Protocol):
+    @property
+    def server(self) -> str: ...
+
+
+_Of = TypeVar("_Of", bound=_OfServer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +144,55 @@ class IdleRow:
     ratio: float | None
 
 
+@dataclasses.dataclass(frozen=True)
+class FairnessRow:
+    """One server's probe latency under a flood, over the repeats."""
+
+    server: str
+    ours: bool
+    #: The server this one is compared with.
+    yardstick: str
+    connections: int
+    repeats: int
+    #: Median over repeats of p99 / the yardstick's p99 in that repeat
+    #: (lower is better); `None` where the yardstick has no run to compare.
+    ratio: float | None
+    ratios: tuple[float, ...]
+    p50_ms: float
+    p99_ms: float
+    probes: float
+    flood_mib_per_s: float
+
+    def to_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class BulkRow:
+    """One server's single-connection throughput, over the repeats."""
+
+    server: str
+    ours: bool
+    repeats: int
+    #: Median over repeats of MiB/s / the reference's MiB/s in that repeat;
+    #: `None` where the reference has no run to compare with.
+    ratio: float | None
+    ratios: tuple[float, ...]
+    mib_per_s: float
+    server_cpu_per_mib_us: float | None
+    server_busy: float | None
+    #: The client's busy share of its core: median, and the highest repeat.
+    client_busy: float
+    client_busy_max: float
+
+    @property
+    def client_bound(self) -> bool:
+        return self.client_busy_max > CLIENT_BOUND
+
+    def to_json(self) -> dict[str, object]:
+        return {**dataclasses.asdict(self), "client_bound": self.client_bound}
+
+
 def machine(cpus: Sequence[int]) -> dict[str, object]:
     """What the numbers were measured on: CPU, cores, versions."""
     model = None
@@ -143,7 +224,7 @@ def machine(cpus: Sequence[int]) -> dict[str, object]:
 class Report:
     """The results of one benchmark, complete or not."""
 
-    #: The closed-loop servers, in the order rows list them.
+    #: Every server measured, in the order rows list them.
     servers: list[ServerConfig]
     settings: dict[str, object]
     machine: dict[str, object]
@@ -151,6 +232,9 @@ class Report:
     malloc_env: dict[str, str]
     runs: list[RunResult] = dataclasses.field(default_factory=list)
     idle: list[IdleResult] = dataclasses.field(default_factory=list)
+    fairness: list[FairnessResult] = dataclasses.field(default_factory=list)
+    bulk: list[BulkResult] = dataclasses.field(default_factory=list)
+    stuck: list[StuckResult] = dataclasses.field(default_factory=list)
     #: Server name -> exit status of each of its processes when stopped.
     exit_status: dict[str, list[int | None]] = dataclasses.field(default_factory=dict)
     #: Why the benchmark stopped early (one line), and what explains it.
@@ -216,11 +300,7 @@ class Report:
                     mib_per_s=_median(r.mib_per_s for r in runs),
                     p50_us=_median(r.p50_us for r in runs),
                     p99_us=_median(r.p99_us for r in runs),
-                    server_cpu_per_rt_us=(
-                        None
-                        if None in per_rt
-                        else _median(v for v in per_rt if v is not None)
-                    ),
+                    server_cpu_per_rt_us=_median_or_none(per_rt),
                     client_busy=_median(r.client_cpu for r in runs),
                     client_busy_max=max(r.client_cpu for r in runs),
                 )
@@ -239,9 +319,87 @@ class Report:
             rows.append(IdleRow(result, config is not None and config.ours, ratio))
         return rows
 
+    def _ours(self, name: str) -> bool:
+        config = self._config(name)
+        return config is not None and config.ours
+
+    def _by_server(self, results: Iterable[_Of]) -> list[tuple[str, list[_Of]]]:
+        """``results`` grouped by server, in server order."""
+        groups: dict[str, list[_Of]] = {}
+        for result in results:
+            groups.setdefault(result.server, []).append(result)
+        return sorted(groups.items(), key=lambda item: self._order(item[0]))
+
+    def fairness_rows(self) -> list[FairnessRow]:
+        """One `FairnessRow` per server, in server order."""
+        p99 = {(r.server, r.repeat): r.p99_ms for r in self.fairness}
+        rows = []
+        for server, runs in self._by_server(self.fairness):
+            yardstick = runs[0].yardstick
+            ratios = tuple(
+                run.p99_ms / p99[key]
+                for run in runs
+                if p99.get(key := (yardstick, run.repeat), 0.0) > 0
+            )
+            rows.append(
+                FairnessRow(
+                    server=server,
+                    ours=self._ours(server),
+                    yardstick=yardstick,
+                    connections=runs[0].connections,
+                    repeats=len(runs),
+                    ratio=_median(ratios) if ratios else None,
+                    ratios=ratios,
+                    p50_ms=_median(r.p50_ms for r in runs),
+                    p99_ms=_median(r.p99_ms for r in runs),
+                    probes=_median(r.probes for r in runs),
+                    flood_mib_per_s=_median(r.flood_mib_per_s for r in runs),
+                )
+            )
+        return rows
+
+    def bulk_rows(self) -> list[BulkRow]:
+        """One `BulkRow` per server, in server order."""
+        reference = {r.repeat: r.mib_per_s for r in self.bulk if r.server == REFERENCE}
+        rows = []
+        for server, runs in self._by_server(self.bulk):
+            ratios = tuple(
+                run.mib_per_s / reference[run.repeat]
+                for run in runs
+                if reference.get(run.repeat, 0.0) > 0
+            )
+            per_mib = [r.server_cpu_per_mib_us for r in runs]
+            busy = [r.server_busy for r in runs]
+            rows.append(
+                BulkRow(
+                    server=server,
+                    ours=self._ours(server),
+                    repeats=len(runs),
+                    ratio=_median(ratios) if ratios else None,
+                    ratios=ratios,
+                    mib_per_s=_median(r.mib_per_s for r in runs),
+                    server_cpu_per_mib_us=_median_or_none(per_mib),
+                    server_busy=_median_or_none(busy),
+                    client_busy=_median(r.client_cpu for r in runs),
+                    client_busy_max=max(r.client_cpu for r in runs),
+                )
+            )
+        return rows
+
+    def stuck_results(self) -> list[StuckResult]:
+        """The stuck workload's results, in server order."""
+        return sorted(self.stuck, key=lambda r: self._order(r.server))
+
     def answered(self) -> dict[str, bool]:
-        """Server name -> whether it completed a run or an idle measurement."""
-        done = {r.server for r in self.runs} | {r.server for r in self.idle}
+        """Server name -> whether it completed a run or a measurement."""
+        measured: list[Iterable[_OfServer]] = [
+            self.runs,
+            self.idle,
+            self.fairness,
+            self.bulk,
+            self.stuck,
+        ]
+        done = {r.server for results in measured for r in results}
         names = [c.name for c in self.servers]
         names += [r.server for r in self.idle if r.server not in names]
         return {name: name in done for name in names}
@@ -272,6 +430,15 @@ class Report:
                 {**row.result.to_json(), "ratio": row.ratio} for row in self.idle_rows()
             ],
             "runs": [run.to_json() for run in self.runs],
+            "fairness": {
+                "summary": [row.to_json() for row in self.fairness_rows()],
+                "runs": [run.to_json() for run in self.fairness],
+            },
+            "bulk": {
+                "summary": [row.to_json() for row in self.bulk_rows()],
+                "runs": [run.to_json() for run in self.bulk],
+            },
+            "stuck": [result.to_json() for result in self.stuck_results()],
         }
 
     def caption(self) -> str:
@@ -345,37 +512,10 @@ class Report:
             out.append("")
         if flagged:
             out += [f"¹ {_CLIENT_BOUND_NOTE}", ""]
-        idle = self.idle_rows()
-        if idle:
-            held = sorted({row.result.connections for row in idle})
-            out += [
-                (
-                    "## Memory per idle connection "
-                    f"({' / '.join(f'{n:,}' for n in held)} connections)"
-                ),
-                "",
-                (
-                    "Growth of the server's resident memory from one warm-up "
-                    "connection to all connections open and each echoed once, "
-                    f"per connection; as a multiple of `{REFERENCE}`'s (lower is "
-                    "better)."
-                ),
-                "",
-                (
-                    f"| × {REFERENCE} | server | bytes/connection | RSS before MiB "
-                    "| RSS after MiB | sample echoed |"
-                ),
-                "|---:|---|---:|---:|---:|---:|",
-            ]
-            for idle_row in idle:
-                r = idle_row.result
-                name = f"**{r.server}**" if idle_row.ours else r.server
-                out.append(
-                    f"| {_ratio(idle_row.ratio)} | {name} "
-                    f"| {r.bytes_per_connection:,.0f} | {r.rss_before / 2**20:,.1f} "
-                    f"| {r.rss_after / 2**20:,.1f} | {r.sample_echoed}/{r.sample} |"
-                )
-            out.append("")
+        out += self._idle_markdown()
+        out += self._fairness_markdown()
+        out += self._bulk_markdown()
+        out += self._stuck_markdown()
         if self.notes:
             out += [*(f"- {note}" for note in self.notes), ""]
         return "\n".join(out)
@@ -415,31 +555,290 @@ class Report:
             out += _columns(cells, left={2, 9})
         if flagged:
             out += ["", _CLIENT_BOUND_NOTE]
-        idle = self.idle_rows()
-        if idle:
-            idle_cells: list[tuple[str, ...]] = [
-                (f"× {REFERENCE}", "server", "B/conn", "RSS before", "RSS after")
-            ]
-            idle_cells += [
-                (
-                    _ratio(row.ratio),
-                    f"{row.result.server}{' *' if row.ours else ''}",
-                    f"{row.result.bytes_per_connection:,.0f}",
-                    f"{row.result.rss_before / 2**20:,.1f} MiB",
-                    f"{row.result.rss_after / 2**20:,.1f} MiB",
-                )
-                for row in idle
-            ]
-            held = ", ".join(sorted({f"{r.result.connections:,}" for r in idle}))
-            out += ["", f"memory per idle connection ({held} connections)"]
-            out += _columns(idle_cells, left={1})
+        out += self._idle_text()
+        out += self._fairness_text()
+        out += self._bulk_text()
+        out += self._stuck_text()
         out += ["", "* tornado_echo's own servers"]
         out += [f"note: {note}" for note in self.notes]
         return "\n".join(out)
 
+    def _name(self, server: str, markdown: bool) -> str:
+        """``server``, marked as one of ours: bold, or a star in text."""
+        if not self._ours(server):
+            return server
+        return f"**{server}**" if markdown else f"{server} *"
+
+    def _idle_markdown(self) -> list[str]:
+        idle = self.idle_rows()
+        if not idle:
+            return []
+        held = sorted({row.result.connections for row in idle})
+        out = [
+            (
+                "## Memory per idle connection "
+                f"({' / '.join(f'{n:,}' for n in held)} connections)"
+            ),
+            "",
+            (
+                "Growth of the server's resident memory from one warm-up "
+                "connection to all connections open and each echoed once, "
+                f"per connection; as a multiple of `{REFERENCE}`'s (lower is "
+                "better)."
+            ),
+            "",
+            (
+                f"| × {REFERENCE} | server | bytes/connection | RSS before MiB "
+                "| RSS after MiB | sample echoed |"
+            ),
+            "|---:|---|---:|---:|---:|---:|",
+        ]
+        for row in idle:
+            r = row.result
+            out.append(
+                f"| {_ratio(row.ratio)} | {self._name(r.server, True)} "
+                f"| {r.bytes_per_connection:,.0f} | {_mib(r.rss_before)} "
+                f"| {_mib(r.rss_after)} | {r.sample_echoed}/{r.sample} |"
+            )
+        return [*out, ""]
+
+    def _fairness_markdown(self) -> list[str]:
+        rows = self.fairness_rows()
+        if not rows:
+            return []
+        floods = " / ".join(sorted({f"{row.connections}" for row in rows}))
+        seconds = _median(r.probe_elapsed for r in self.fairness)
+        out = [
+            f"## A light client under a flood ({floods} connections)",
+            "",
+            (
+                f"While {floods} connections keep the server's pipes full (each "
+                "writes 64 KiB chunks, of 64-byte lines for line servers, as fast "
+                "as the server takes them, and discards the echo), a light client "
+                "sends a 64-byte line, waits for its echo, checks it byte for "
+                "byte, pauses 5 ms and sends the next, for "
+                f"{seconds:.1f} s after the flood's head start. Flood and probe "
+                "are separate processes on the client's CPU, the probe at a "
+                "higher priority where that is allowed, so its wakeups do not "
+                "wait for the flood. "
+                "First the probe's p99 round trip as a multiple of its "
+                "yardstick's in the same repeat (the median over repeats; lower "
+                "is better): `compat`'s, whose level-triggered poller gives each "
+                "busy connection one read per turn of the loop, or `compat "
+                "--lines`' for line servers. Then medians of the probe's p50 and "
+                "p99, its round trips, and the MiB/s echoed to the flood (not "
+                "checked)."
+            ),
+            "",
+            (
+                "| p99 × yardstick | yardstick | server | p50 ms | p99 ms | round trips "
+                "| flood MiB/s |"
+            ),
+            "|---:|---|---|---:|---:|---:|---:|",
+        ]
+        for row in rows:
+            out.append(
+                f"| {_ratio(row.ratio)} | {row.yardstick} "
+                f"| {self._name(row.server, True)} | {row.p50_ms:.2f} "
+                f"| {row.p99_ms:.2f} | {row.probes:,.0f} "
+                f"| {row.flood_mib_per_s:,.0f} |"
+            )
+        return [*out, ""]
+
+    def _bulk_markdown(self) -> list[str]:
+        rows = self.bulk_rows()
+        if not rows:
+            return []
+        seconds = _median(r.elapsed for r in self.bulk)
+        out = [
+            "## Bulk throughput on one connection",
+            "",
+            (
+                "One connection writes 64 KiB chunks as fast as the server takes "
+                "them while it reads the echo back and checks every byte; after "
+                f"a warm-up, the MiB/s echoed over {seconds:.1f} s as a multiple "
+                f"of `{REFERENCE}`'s in the same repeat (the median over repeats; "
+                "higher is better), then medians of the MiB/s, of the server's "
+                "CPU time per echoed MiB (lower is better; it stays meaningful "
+                "when the client set the pace) and of how busy each side was."
+            ),
+            "",
+            (
+                f"| × {REFERENCE} | server | MiB/s | server CPU µs/MiB | server busy "
+                "| client busy | note |"
+            ),
+            "|---:|---|---:|---:|---:|---:|---|",
+        ]
+        for row in rows:
+            out.append(
+                f"| {_ratio(row.ratio)} | {self._name(row.server, True)} "
+                f"| {row.mib_per_s:,.0f} | {_us(row.server_cpu_per_mib_us)} "
+                f"| {_share(row.server_busy)} | {row.client_busy:.0%} "
+                f"| {'client-bound²' if row.client_bound else ''} |"
+            )
+        if any(row.client_bound for row in rows):
+            out += ["", f"² {_CLIENT_BOUND_NOTE}"]
+        return [*out, ""]
+
+    def _stuck_markdown(self) -> list[str]:
+        results = self.stuck_results()
+        if not results:
+            return []
+        clients = " / ".join(sorted({f"{r.clients}" for r in results}))
+        out = [
+            (
+                f"## Clients that never read ({clients} clients × "
+                f"{size_label(STUCK_BYTES)})"
+            ),
+            "",
+            (
+                f"A fresh server, once idle, gets {clients} connections with 32 "
+                f"KiB kernel buffers that each send {size_label(STUCK_BYTES)} "
+                "(of 1 KiB lines) as fast as the server takes it, and never read "
+                "the echo. Once the server is idle again, the growth of its "
+                "resident memory is divided by the clients; then they all close, "
+                "and its RSS is watched for up to 10 s to come back within 1.25× "
+                "of the start; a new connection must then still get its echo. "
+                "Only the process's memory is counted: what the kernel's socket "
+                "buffers hold (on loopback, up to several MiB a connection) is "
+                "not, so a server that writes whatever it reads, as "
+                f"`{REFERENCE}`'s does, may show next to nothing here while the "
+                "kernel holds the burst. A server that stops reading while a "
+                "write waits holds about a read's worth per client; the point "
+                "is what it keeps, and whether it gives it back."
+            ),
+            "",
+            (
+                "| server | bytes/client | taken MiB/client | RSS start MiB "
+                "| RSS held MiB | RSS after MiB | memory back |"
+            ),
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in results:
+            out.append(
+                f"| {self._name(r.server, True)} | {r.bytes_per_client:,.0f} "
+                f"| {r.sent_bytes / r.clients / 2**20:.2f} | {_mib(r.rss_start)} "
+                f"| {_mib(r.rss_held)} | {_mib(r.rss_after)} | {_back(r)} |"
+            )
+        return [*out, ""]
+
+    def _idle_text(self) -> list[str]:
+        idle = self.idle_rows()
+        if not idle:
+            return []
+        cells: list[tuple[str, ...]] = [
+            (f"× {REFERENCE}", "server", "B/conn", "RSS before", "RSS after")
+        ]
+        cells += [
+            (
+                _ratio(row.ratio),
+                self._name(row.result.server, False),
+                f"{row.result.bytes_per_connection:,.0f}",
+                f"{_mib(row.result.rss_before)} MiB",
+                f"{_mib(row.result.rss_after)} MiB",
+            )
+            for row in idle
+        ]
+        held = ", ".join(sorted({f"{r.result.connections:,}" for r in idle}))
+        return [
+            "",
+            f"memory per idle connection ({held} connections)",
+            *_columns(cells, left={1}),
+        ]
+
+    def _fairness_text(self) -> list[str]:
+        rows = self.fairness_rows()
+        if not rows:
+            return []
+        cells: list[tuple[str, ...]] = [
+            ("p99 ×", "yardstick", "server", "p50 ms", "p99 ms", "rts", "flood MiB/s")
+        ]
+        cells += [
+            (
+                _ratio(row.ratio),
+                row.yardstick,
+                self._name(row.server, False),
+                f"{row.p50_ms:.2f}",
+                f"{row.p99_ms:.2f}",
+                f"{row.probes:,.0f}",
+                f"{row.flood_mib_per_s:,.0f}",
+            )
+            for row in rows
+        ]
+        floods = ", ".join(sorted({f"{row.connections}" for row in rows}))
+        return [
+            "",
+            (
+                f"a light client's round trips under a flood of {floods} connections "
+                "(p99 × its yardstick's; lower is better)"
+            ),
+            *_columns(cells, left={1, 2}),
+        ]
+
+    def _bulk_text(self) -> list[str]:
+        rows = self.bulk_rows()
+        if not rows:
+            return []
+        cells: list[tuple[str, ...]] = [
+            (f"× {REFERENCE}", "server", "MiB/s", "srv µs/MiB", "server", "client", "")
+        ]
+        cells += [
+            (
+                _ratio(row.ratio),
+                self._name(row.server, False),
+                f"{row.mib_per_s:,.0f}",
+                _us(row.server_cpu_per_mib_us),
+                _share(row.server_busy),
+                f"{row.client_busy:.0%}",
+                "client-bound" if row.client_bound else "",
+            )
+            for row in rows
+        ]
+        return ["", "bulk throughput on one connection", *_columns(cells, left={1, 6})]
+
+    def _stuck_text(self) -> list[str]:
+        results = self.stuck_results()
+        if not results:
+            return []
+        cells: list[tuple[str, ...]] = [
+            ("server", "B/client", "RSS start", "RSS held", "RSS after", "back")
+        ]
+        cells += [
+            (
+                self._name(r.server, False),
+                f"{r.bytes_per_client:,.0f}",
+                f"{_mib(r.rss_start)} MiB",
+                f"{_mib(r.rss_held)} MiB",
+                f"{_mib(r.rss_after)} MiB",
+                _back(r),
+            )
+            for r in results
+        ]
+        clients = ", ".join(sorted({f"{r.clients}" for r in results}))
+        return [
+            "",
+            f"clients that never read ({clients} clients × {size_label(STUCK_BYTES)})",
+            *_columns(cells, left={0, 5}),
+        ]
+
 
 def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}×"
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:,.1f}"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _back(result: StuckResult) -> str:
+    """When the memory came back, or that it did not."""
+    if result.back_seconds is None:
+        return "not in 10 s"
+    return f"in {result.back_seconds:.1f} s"
 
 
 def _us(value: float | None) -> str:
