@@ -53,6 +53,7 @@ from tornado_echo.bench.workloads import (
 __all__ = [
     "CLIENT_BOUND",
     "BulkRow",
+    "ClientLoad",
     "FairnessRow",
     "IdleRow",
     "Report",
@@ -100,8 +101,24 @@ class _OfServer(Protocol):
 _Of = TypeVar("_Of", bound=_OfServer)
 
 
-@dataclasses.dataclass(frozen=True)
-class Row:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClientLoad:
+    """How busy the load client was over the repeats of a row."""
+
+    #: The client's busy share of its core: median, and the highest repeat.
+    client_busy: float
+    client_busy_max: float
+
+    @property
+    def client_bound(self) -> bool:
+        return self.client_busy_max > CLIENT_BOUND
+
+    def to_json(self) -> dict[str, object]:
+        return {**dataclasses.asdict(self), "client_bound": self.client_bound}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Row(ClientLoad):
     """One server at one message size and connection count, over the repeats."""
 
     server: str
@@ -122,16 +139,7 @@ class Row:
     p50_us: float
     p99_us: float
     server_cpu_per_rt_us: float | None
-    #: The client's busy share of its core: median, and the highest repeat.
-    client_busy: float
-    client_busy_max: float
-
-    @property
-    def client_bound(self) -> bool:
-        return self.client_busy_max > CLIENT_BOUND
-
-    def to_json(self) -> dict[str, object]:
-        return {**dataclasses.asdict(self), "client_bound": self.client_bound}
+    # client_busy, client_busy_max and client_bound: from ClientLoad.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,8 +175,8 @@ class FairnessRow:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
-class BulkRow:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BulkRow(ClientLoad):
     """One server's single-connection throughput, over the repeats."""
 
     server: str
@@ -181,16 +189,7 @@ class BulkRow:
     mib_per_s: float
     server_cpu_per_mib_us: float | None
     server_busy: float | None
-    #: The client's busy share of its core: median, and the highest repeat.
-    client_busy: float
-    client_busy_max: float
-
-    @property
-    def client_bound(self) -> bool:
-        return self.client_busy_max > CLIENT_BOUND
-
-    def to_json(self) -> dict[str, object]:
-        return {**dataclasses.asdict(self), "client_bound": self.client_bound}
+    # client_busy, client_busy_max and client_bound: from ClientLoad.
 
 
 def machine(cpus: Sequence[int]) -> dict[str, object]:

@@ -296,15 +296,17 @@ def closed_loop(
         server, argv, what, warmup + duration + _CLIENT_GRACE, deadline
     )
     run = _from_json(RunResult, result, what, server=server.name, repeat=repeat)
-    # The client refuses such a run itself; a result is only as good as
-    # this check, so it is made again where the result is kept.
-    if run.verified_bytes != run.sent_bytes or run.sent_bytes <= 0:
-        raise BenchFailure(
-            f"{what}: sent {run.sent_bytes:,} bytes but verified {run.verified_bytes:,}"
-        )
+    _check_verified(what, run.sent_bytes, run.verified_bytes)
     if run.round_trips <= 0:
         raise BenchFailure(f"{what}: no round trip was measured")
     return run
+
+
+def _check_verified(what: str, sent: int, verified: int) -> None:
+    # The client refuses such a run itself; a result is only as good as
+    # this check, so it is made again where the result is kept.
+    if verified != sent or sent <= 0:
+        raise BenchFailure(f"{what}: sent {sent:,} bytes but verified {verified:,}")
 
 
 def _run_client(
@@ -548,12 +550,9 @@ def fairness(
         server=server.name, repeat=repeat,
         yardstick=fairness_yardstick(server.config),
     )  # fmt: skip
-    # As for the closed loop: checked again where the result is kept.
-    if run.probe_verified_bytes != run.probe_sent_bytes or run.probe_sent_bytes <= 0:
-        raise BenchFailure(
-            f"{what}: the probe sent {run.probe_sent_bytes:,} bytes but verified "
-            f"{run.probe_verified_bytes:,}"
-        )
+    _check_verified(
+        f"{what}: the probe", run.probe_sent_bytes, run.probe_verified_bytes
+    )
     if run.probes <= 0 or run.flood_bytes <= 0:
         raise BenchFailure(f"{what}: no probe round trip or no flood was measured")
     return run
@@ -582,10 +581,7 @@ def bulk(
         server, argv, what, warmup + duration + _CLIENT_GRACE, deadline
     )
     run = _from_json(BulkResult, result, what, server=server.name, repeat=repeat)
-    if run.verified_bytes != run.sent_bytes or run.sent_bytes <= 0:
-        raise BenchFailure(
-            f"{what}: sent {run.sent_bytes:,} bytes but verified {run.verified_bytes:,}"
-        )
+    _check_verified(what, run.sent_bytes, run.verified_bytes)
     if run.echoed_bytes <= 0:
         raise BenchFailure(f"{what}: nothing was echoed while measuring")
     return run
