@@ -88,6 +88,8 @@ nitpick_ignore_regex = [
 nitpick_ignore = [
     ("py:class", "tornado_echo.loops._T"),
     ("py:class", "tornado_echo.runner._L"),
+    # The "left out" sentinel of a keyword whose None is a value of its own.
+    ("py:class", "tornado_echo.lineserver._Unset"),
 ]
 
 # -- autodoc -------------------------------------------------------------------

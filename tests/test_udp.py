@@ -236,7 +236,7 @@ async def start() -> AsyncIterator[StartServer]:
     def start(
         limits: UdpLimits | None = None, hosts: tuple[str, ...] = ("127.0.0.1",)
     ) -> UdpEchoServer:
-        server = UdpEchoServer(limits)
+        server = UdpEchoServer(limits=limits)
         servers.append(server)
         server.add_sockets(bind_udp(0, hosts))
         return server

@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tornado_echo.errors import Error
     from tornado_echo.lifecycle import ShutdownResult
     from tornado_echo.limits import Limits
     from tornado_echo.lineserver import IncompleteReadError, LineConnection, LineServer
@@ -29,6 +30,7 @@ __version__ = "0.3.0.dev0"
 
 _EXPORTS = {
     "EchoServer": "tornado_echo.server",
+    "Error": "tornado_echo.errors",
     "IncompleteReadError": "tornado_echo.lineserver",
     "LineConnection": "tornado_echo.lineserver",
     "LineServer": "tornado_echo.lineserver",
@@ -43,6 +45,7 @@ _EXPORTS = {
 
 __all__ = [
     "EchoServer",
+    "Error",
     "IncompleteReadError",
     "Limits",
     "LineConnection",

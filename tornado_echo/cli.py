@@ -13,14 +13,14 @@ from tornado.log import enable_pretty_logging
 
 from tornado_echo import __version__
 from tornado_echo.echo import LONG_LINE_POLICIES, ByteEcho, LineEcho, ProtocolFactory
+from tornado_echo.errors import Error
 from tornado_echo.limits import FD_RESERVE, Limits
 from tornado_echo.lines import DEFAULT_MAX_LINE_LENGTH
 from tornado_echo.listen import DEFAULT_UNIX_MODE
-from tornado_echo.loops import LOOPS, LoopUnavailableError
+from tornado_echo.loops import LOOPS
 from tornado_echo.proxied import DEFAULT_HEADER_TIMEOUT, ProxyProtocol
-from tornado_echo.runner import IMPLS, ListenError, WorkersFailedError, make_server, run
-from tornado_echo.systemd import ActivationError
-from tornado_echo.tls import TLSConfigError, server_context
+from tornado_echo.runner import IMPLS, make_server, run
+from tornado_echo.tls import server_context
 
 _DEFAULT_PORT = 10000
 _DEFAULT_HOST = "127.0.0.1"
@@ -363,15 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop=args.loop,
             processes=args.processes,
         )
-    except (
-        ListenError,
-        LoopUnavailableError,
-        TLSConfigError,
-        ActivationError,
-        WorkersFailedError,
-    ) as exc:
-        message = exc.strerror if isinstance(exc, ListenError) else str(exc)
-        print(f"tornado-echo: {message}", file=sys.stderr)
+    except Error as exc:
+        print(f"tornado-echo: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -196,6 +196,12 @@ class ServerLifecycle:
         proxy_protocol: ProxyProtocol | bool | None = None,
         log_connections: bool = False,
     ) -> None:
+        if limits is not None and not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        if not isinstance(log_connections, bool):
+            raise TypeError(
+                f"log_connections must be True or False, not {log_connections!r}"
+            )
         self._connections = ConnectionTracker()
         self._acceptor = Acceptor(self._accepted, per_event=accepts_per_event)
         self._cap = ConnectionCap(self._acceptor)
@@ -239,10 +245,15 @@ class ServerLifecycle:
 
     @proxy_protocol.setter
     def proxy_protocol(self, value: ProxyProtocol | bool | None) -> None:
-        if value is True:
-            from tornado_echo.proxied import ProxyProtocol
+        from tornado_echo.proxied import ProxyProtocol
 
+        if value is True:
             value = ProxyProtocol()
+        elif not (value is None or value is False or isinstance(value, ProxyProtocol)):
+            raise TypeError(
+                "proxy_protocol must be True, False, None or a ProxyProtocol, "
+                f"not {value!r}"
+            )
         self._proxy_protocol = value or None
 
     def _accepted(self, sock: socket.socket, address: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import enum
 import logging
 from asyncio import Future
 from typing import TYPE_CHECKING, Any, Unpack
@@ -9,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_echo.echo import LONG_LINE_POLICIES, LONG_LINE_REPLY, LongLinePolicy
+from tornado_echo.errors import Error
 from tornado_echo.fairness import Turn, next_turn
 from tornado_echo.halfclose import chunk_reader
 from tornado_echo.lifecycle import DEFAULT_CHUNK_SIZE
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tornado_echo.lines")
 
 
-class IncompleteReadError(StreamClosedError):
+class IncompleteReadError(Error, StreamClosedError):
     """The peer closed the connection in the middle of `LineConnection.read_exactly`.
 
     ``partial`` holds the bytes that did arrive. A `.StreamClosedError`, so
@@ -202,6 +205,14 @@ class LineConnection:
         return event
 
 
+class _Unset(enum.Enum):
+    # A keyword left out, where None is a value of its own.
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
+
+
 class LineServer(TrackedTCPServer):
     r"""A line protocol server: subclass it and implement `handle_line`.
 
@@ -260,32 +271,70 @@ class LineServer(TrackedTCPServer):
         delimiter: bytes | None = None,
         max_line_length: int | None = None,
         on_long_line: LongLinePolicy | None = None,
+        long_line_reply: bytes | str | None = None,
         encoding: str | None = None,
+        connection_class: type[LineConnection] | None = None,
+        partial_line_check: int | None | _Unset = _UNSET,
         **options: Unpack[TCPServerOptions],
     ) -> None:
         super().__init__(**options)
-        if delimiter is not None:
-            self.delimiter = delimiter
-        if max_line_length is not None:
-            self.max_line_length = max_line_length
-        if on_long_line is not None:
-            self.on_long_line = on_long_line
-        if encoding is not None:
-            self.encoding = encoding
+        # None keeps the class attribute, except for partial_line_check,
+        # where None is a value (never check), so leaving it out keeps it.
+        for name, value in (
+            ("delimiter", delimiter),
+            ("max_line_length", max_line_length),
+            ("on_long_line", on_long_line),
+            ("long_line_reply", long_line_reply),
+            ("encoding", encoding),
+            ("connection_class", connection_class),
+        ):
+            if value is not None:
+                setattr(self, name, value)
+        if not isinstance(partial_line_check, _Unset):
+            self.partial_line_check = partial_line_check
+        self._validate()
+        self._line_connections: set[LineConnection] = set()
+
+    def _validate(self) -> None:
+        """Check every setting once, when the server is built, in one sentence each."""
         if self.on_long_line not in LONG_LINE_POLICIES:
             raise ValueError(
                 f"on_long_line must be one of {', '.join(LONG_LINE_POLICIES)}, "
                 f"not {self.on_long_line!r}"
             )
+        try:
+            codecs.lookup(self.encoding)
+        except (LookupError, TypeError):
+            raise ValueError(
+                f"encoding {self.encoding!r} is not a known codec"
+            ) from None
+        reply = self.long_line_reply
+        if isinstance(reply, str):
+            try:
+                reply = reply.encode(self.encoding)
+            except UnicodeError:
+                raise ValueError(
+                    f"long_line_reply {reply!r} cannot be encoded as {self.encoding}"
+                ) from None
+        if not isinstance(reply, bytes):
+            raise TypeError(f"long_line_reply must be bytes or str, not {reply!r}")
+        if not (
+            isinstance(self.connection_class, type)
+            and issubclass(self.connection_class, LineConnection)
+        ):
+            raise TypeError(
+                "connection_class must be a subclass of LineConnection, "
+                f"not {self.connection_class!r}"
+            )
         check = self.partial_line_check
-        if check is not None and not (isinstance(check, int) and check >= 1):
+        if check is not None and not (
+            isinstance(check, int) and not isinstance(check, bool) and check >= 1
+        ):
             raise ValueError(
                 f"partial_line_check must be None or at least 1, not {check!r}"
             )
-        # Validates delimiter and max_line_length once, with the framer's
-        # own error messages, rather than at the first connection.
+        # delimiter and max_line_length, with the framer's own messages.
         LineFramer(self.delimiter, self.max_line_length)
-        self._line_connections: set[LineConnection] = set()
 
     @property
     def buffered_bytes(self) -> int:

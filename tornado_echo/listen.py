@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 
 from tornado.netutil import bind_sockets
 
+from tornado_echo.errors import Error
 from tornado_echo.logs import format_address
 
 #: The unix socket file mode when none is given: only our own user may
@@ -27,8 +28,15 @@ DEFAULT_UNIX_MODE = 0o600
 ANY_HOSTS = frozenset({"", "::", "*"})
 
 
-class ListenError(OSError):
-    """The server could not bind its address (port in use, unknown host, ...)."""
+class ListenError(Error, OSError):
+    """The server could not bind its address (port in use, unknown host, ...).
+
+    Its text is the one sentence (``strerror``), without ``[Errno N]``;
+    ``errno`` is still there for code that checks it.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror or super().__str__())
 
 
 def bind(port: int, host: str | None) -> list[socket.socket]:
@@ -42,12 +50,28 @@ def bind(port: int, host: str | None) -> list[socket.socket]:
     try:
         return bind_sockets(port, host)
     except (OSError, UnicodeError) as exc:
+        _close_abandoned(exc)
         # UnicodeError: getaddrinfo's IDNA encoding rejects names like "a..b".
         where = format_address((host or "*", port))
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise ListenError(
             getattr(exc, "errno", None), f"cannot listen on {where}: {reason}"
         ) from exc
+
+
+def _close_abandoned(exc: BaseException) -> None:
+    # bind_sockets does not close the socket whose bind() failed, nor those
+    # it had bound for the other address families; they are only in its
+    # frame. Left to the garbage collector, each failed attempt (a retry
+    # loop in an application) holds a descriptor and warns when collected.
+    tb = exc.__traceback__
+    while tb is not None:
+        names = tb.tb_frame.f_locals
+        if tb.tb_frame.f_code is bind_sockets.__code__:
+            for sock in [names.get("sock"), *names.get("sockets", ())]:
+                if isinstance(sock, socket.socket):
+                    sock.close()
+        tb = tb.tb_next
 
 
 def bind_tcp(port: int, hosts: Sequence[str | None]) -> list[socket.socket]:

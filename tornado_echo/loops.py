@@ -18,6 +18,8 @@ import importlib
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar, cast
 
+from tornado_echo.errors import Error
+
 __all__ = ["LOOPS", "LoopName", "LoopUnavailableError", "loop_factory", "run_with"]
 
 LoopName = Literal["asyncio", "uvloop"]
@@ -26,7 +28,7 @@ LOOPS: tuple[LoopName, ...] = ("asyncio", "uvloop")
 _T = TypeVar("_T")
 
 
-class LoopUnavailableError(RuntimeError):
+class LoopUnavailableError(Error, RuntimeError):
     """The event loop asked for is not installed.
 
     .. versionadded:: 0.3.0

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tornado_echo._crc32c import crc32c
+from tornado_echo.errors import Error
 
 __all__ = [
     "V1_MAX_LENGTH",
@@ -109,7 +110,7 @@ _PP2_TYPE_SSL: Final = 0x20
 _PP2_CLIENT_SSL: Final = 0x01
 
 
-class ProxyHeaderError(ValueError):
+class ProxyHeaderError(Error, ValueError):
     """The bytes are not a valid PROXY header; the message says why.
 
     .. versionadded:: 0.3.0

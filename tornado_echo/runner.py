@@ -18,7 +18,6 @@ from typing import (
     Protocol,
     TypedDict,
     TypeVar,
-    Unpack,
     cast,
 )
 
@@ -26,6 +25,7 @@ from tornado.ioloop import PeriodicCallback
 
 from tornado_echo import systemd
 from tornado_echo.echo import ByteEcho, ProtocolFactory
+from tornado_echo.errors import Error
 from tornado_echo.lifecycle import ShutdownResult
 from tornado_echo.limits import Limits
 from tornado_echo.listen import (
@@ -104,7 +104,7 @@ def instantiate(spec: _L | Callable[[], _L]) -> _L:
     return cast(_L, spec)
 
 
-class WorkersFailedError(RuntimeError):
+class WorkersFailedError(Error, RuntimeError):
     """With several processes, a worker failed to stop cleanly, or kept crashing."""
 
 
@@ -360,7 +360,17 @@ def run(
     *,
     loop: LoopName = "asyncio",
     processes: int = 1,
-    **options: Unpack[ServeOptions],
+    impl: Impl = "stream",
+    server: ServerSpec | None = None,
+    shutdown_timeout: float = 10.0,
+    limits: Limits | None = None,
+    ssl_options: ssl.SSLContext | None = None,
+    proxy_protocol: ProxyProtocol | bool = False,
+    log_connections: bool = False,
+    unix: str | None = None,
+    unix_mode: int = DEFAULT_UNIX_MODE,
+    udp: bool = False,
+    stats_interval: float = 0.0,
 ) -> ShutdownResult:
     """Run an echo server until SIGINT or SIGTERM; the blocking form of `serve`.
 
@@ -396,6 +406,19 @@ def run(
        ``loop``, ``processes``, systemd socket activation, and `serve`'s
        new options.
     """
+    options: ServeOptions = {
+        "impl": impl,
+        "server": server,
+        "shutdown_timeout": shutdown_timeout,
+        "limits": limits,
+        "ssl_options": ssl_options,
+        "proxy_protocol": proxy_protocol,
+        "log_connections": log_connections,
+        "unix": unix,
+        "unix_mode": unix_mode,
+        "udp": udp,
+        "stats_interval": stats_interval,
+    }
     activated = systemd.listen_fds()
     for name, sock in activated:
         log.info("using systemd socket %r: %s", name, describe(sock))
@@ -406,7 +429,6 @@ def run(
     from tornado_echo.processes import resolve_count, supervise
 
     count = resolve_count(processes)
-    server = options.get("server")
     if (
         server is not None
         and hasattr(server, "add_sockets")
@@ -419,9 +441,9 @@ def run(
                 listening(
                     port,
                     _hosts(host),
-                    options.get("unix"),
-                    options.get("unix_mode", DEFAULT_UNIX_MODE),
-                    options.get("udp", False),
+                    unix,
+                    unix_mode,
+                    udp,
                 )
             )
         for sock in inherited:
@@ -442,7 +464,6 @@ def run(
             os.write(results_w, f"{result.drained} {result.closed}\n".encode())
             return 0
 
-        shutdown_timeout = options.get("shutdown_timeout", 10.0)
         try:
             status = supervise(
                 count,

@@ -80,16 +80,38 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
        The ``limits`` argument, `~.ServerLifecycle.stats`, and calm accepts.
     """
 
-    def __init__(self, **options: Unpack[TCPServerOptions]) -> None:
+    def __init__(
+        self,
+        *,
+        ssl_options: dict[str, Any] | ssl.SSLContext | None = None,
+        max_buffer_size: int | None = None,
+        read_chunk_size: int | None = None,
+        limits: Limits | None = None,
+        proxy_protocol: ProxyProtocol | bool | None = None,
+        log_connections: bool = False,
+    ) -> None:
+        # Every keyword is named: a misspelled one, forwarded by a
+        # subclass's **options, is a TypeError here rather than ignored.
+        for name, value in (
+            ("max_buffer_size", max_buffer_size),
+            ("read_chunk_size", read_chunk_size),
+        ):
+            if value is not None and not (
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            ):
+                raise ValueError(f"{name} must be None or at least 1, not {value!r}")
+        if not (ssl_options is None or isinstance(ssl_options, (dict, ssl.SSLContext))):
+            raise TypeError(
+                "ssl_options must be an ssl.SSLContext (see server_context), "
+                f"not {type(ssl_options).__name__}"
+            )
         super().__init__(
-            ssl_options=options.get("ssl_options"),
-            max_buffer_size=options.get("max_buffer_size"),
-            read_chunk_size=options.get("read_chunk_size"),
+            ssl_options=ssl_options,
+            max_buffer_size=max_buffer_size,
+            read_chunk_size=read_chunk_size,
         )
         self._init_lifecycle(
-            options.get("limits"),
-            proxy_protocol=options.get("proxy_protocol"),
-            log_connections=options.get("log_connections", False),
+            limits, proxy_protocol=proxy_protocol, log_connections=log_connections
         )
         self._stream_class = stream_class()
         self._loop_share = LoopShare()

@@ -30,6 +30,8 @@ import logging
 import os
 import socket
 
+from tornado_echo.errors import Error
+
 __all__ = ["ActivationError", "listen_fds", "notify"]
 
 log = logging.getLogger("tornado_echo")
@@ -55,7 +57,7 @@ _KINDS = {
 }
 
 
-class ActivationError(ValueError):
+class ActivationError(Error, ValueError):
     """systemd passed sockets we cannot serve on (one sentence saying what to fix)."""
 
 

@@ -31,6 +31,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 from tornado.testing import AsyncTestCase, bind_unused_port
 
+from tornado_echo.errors import Error
 from tornado_echo.runner import Listener, instantiate
 
 __all__ = [
@@ -58,7 +59,7 @@ _T = TypeVar("_T")
 ServerSpec = Listener | Callable[[], Listener]
 
 
-class LeakedConnectionError(AssertionError):
+class LeakedConnectionError(Error, AssertionError):
     """The server kept connections open after every client had closed."""
 
 

@@ -32,10 +32,11 @@ from collections.abc import Iterator
 from tornado.iostream import IOStream, SSLIOStream
 from tornado.log import gen_log
 
+from tornado_echo.errors import Error
 from tornado_echo.halfclose import HalfClosingStream
 
 
-class TLSConfigError(ValueError):
+class TLSConfigError(Error, ValueError):
     """The certificate, key or CA file cannot be used (one readable sentence)."""
 
 

@@ -52,7 +52,7 @@ Inside a running event loop::
     from tornado_echo.udp import UdpEchoServer, UdpLimits
 
     async def main():
-        server = UdpEchoServer(UdpLimits(rate=50, burst=100))
+        server = UdpEchoServer(limits=UdpLimits(rate=50, burst=100))
         server.listen(10007)  # 127.0.0.1 unless an address is given
         await asyncio.sleep(3600)
         server.stop()
@@ -264,8 +264,10 @@ class UdpEchoServer:
     """
 
     def __init__(
-        self, limits: UdpLimits | None = None, *, datagrams_per_event: int = 64
+        self, *, limits: UdpLimits | None = None, datagrams_per_event: int = 64
     ) -> None:
+        if limits is not None and not isinstance(limits, UdpLimits):
+            raise TypeError(f"limits must be a UdpLimits, not {type(limits).__name__}")
         if datagrams_per_event < 1:
             raise ValueError(
                 f"datagrams_per_event must be at least 1, not {datagrams_per_event!r}"

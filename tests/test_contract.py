@@ -1,0 +1,157 @@
+"""The public API as a contract: every keyword is checked, every setting works.
+
+A misspelled keyword must be a `TypeError` that names it, never a setting
+silently dropped; every documented `LineServer` setting can be given to
+the constructor and takes effect on the wire; a bad value fails when the
+object is built, with one sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from clients import HOST, TIMEOUT, roundtrip
+from conftest import Start
+
+import tornado_echo
+from tornado_echo import EchoServer, Limits, LineConnection, LineServer
+from tornado_echo.compat import RawEchoServer
+from tornado_echo.listen import ListenError, bind
+from tornado_echo.proxied import ProxyProtocol
+from tornado_echo.testing import LineClient, start_server
+from tornado_echo.udp import UdpEchoServer, UdpLimits
+
+
+class Echo(LineServer):
+    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
+        return line
+
+
+def _misspelt(call: Callable[[], Any], keyword: str) -> None:
+    with pytest.raises(TypeError, match=keyword):
+        call()
+
+
+async def test_every_server_refuses_a_misspelled_keyword() -> None:
+    # Each of these once ran with the default instead.
+    _misspelt(lambda: EchoServer(limit=Limits(idle_timeout=1)), "limit")
+    _misspelt(lambda: EchoServer(proxy_protocl=True), "proxy_protocl")
+    _misspelt(lambda: LineServer(max_line_lenght=10), "max_line_lenght")
+    _misspelt(lambda: Echo(delimeter=b"\r\n"), "delimeter")
+    _misspelt(lambda: RawEchoServer(limit=Limits()), "limit")
+    _misspelt(lambda: UdpEchoServer(limit=UdpLimits()), "limit")
+    _misspelt(lambda: Limits(idle_timout=1), "idle_timout")
+    _misspelt(lambda: ProxyProtocol(trust=["127.0.0.1/32"]), "trust")
+
+
+async def test_every_entry_point_refuses_a_misspelled_keyword() -> None:
+    # Refused at the call, before anything is bound or forked.
+    _misspelt(lambda: tornado_echo.run(port=0, procesess=2), "procesess")
+    _misspelt(lambda: tornado_echo.run(port=0, server_class=Echo), "server_class")
+    _misspelt(lambda: tornado_echo.serve(port=0, shutdown_timout=1), "shutdown_timout")
+    _misspelt(lambda: start_server(Echo, hots=HOST), "hots")
+    _misspelt(lambda: LineClient.connect(HOST, 1, delimeter=b"\r\n"), "delimeter")
+
+
+async def test_bad_values_fail_when_the_server_is_built() -> None:
+    cases: list[tuple[Callable[[], Any], type[Exception], str]] = [
+        (lambda: EchoServer(limits={"idle_timeout": 1}), TypeError, "Limits"),  # type: ignore[arg-type]
+        (lambda: EchoServer(read_chunk_size=0), ValueError, "read_chunk_size"),
+        (lambda: EchoServer(proxy_protocol="yes"), TypeError, "proxy_protocol"),  # type: ignore[arg-type]
+        (lambda: EchoServer(ssl_options="cert.pem"), TypeError, "SSLContext"),  # type: ignore[arg-type]
+        (lambda: EchoServer(log_connections=1), TypeError, "log_connections"),  # type: ignore[arg-type]
+        (lambda: Echo(on_long_line="drop"), ValueError, "on_long_line"),  # type: ignore[arg-type]
+        (lambda: Echo(encoding="no-such-codec"), ValueError, "encoding"),
+        (lambda: Echo(long_line_reply=42), TypeError, "long_line_reply"),  # type: ignore[arg-type]
+        (lambda: Echo(encoding="ascii", long_line_reply="é"), ValueError, "ascii"),
+        (lambda: Echo(connection_class=dict), TypeError, "connection_class"),  # type: ignore[arg-type]
+        (lambda: Echo(partial_line_check=0), ValueError, "partial_line_check"),
+        (lambda: Echo(delimiter=b""), ValueError, "delimiter"),
+        (lambda: Echo(max_line_length=0), ValueError, "max_line_length"),
+        (lambda: UdpEchoServer(limits=Limits()), TypeError, "UdpLimits"),  # type: ignore[arg-type]
+    ]
+    for build, kind, word in cases:
+        with pytest.raises(kind, match=word) as failure:
+            build()
+        # One sentence: no line breaks, no traceback text.
+        assert "\n" not in str(failure.value), failure.value
+
+
+class Marked(LineConnection):
+    """A connection class given to the constructor; it marks each reply."""
+
+
+class Settings(LineServer):
+    async def handle_line(self, conn: LineConnection, line: bytes) -> str:
+        mark = "*" if isinstance(conn, Marked) else ""
+        return mark + line.decode(self.encoding).upper()
+
+    def check_partial_line(self, conn: LineConnection, head: bytes) -> None:
+        if head.startswith(b"REFUSE"):
+            conn.close()
+
+
+async def test_every_line_server_setting_takes_effect_from_the_constructor(
+    start: Start,
+) -> None:
+    port = await start(
+        Settings(
+            delimiter=b"\r\n",
+            max_line_length=12,
+            on_long_line="reply",
+            long_line_reply="E_TOO_LONG",
+            encoding="latin-1",
+            connection_class=Marked,
+        )
+    )
+    request = b"abc\r\n" + b"x" * 40 + b"\r\n" + "caf\xe9\r\n".encode("latin-1")
+    got = await roundtrip(port, request)
+    # The CRLF delimiter, the 12-byte cap with its reply policy and reply,
+    # latin-1 both ways, and the connection class.
+    assert got == b"*ABC\r\nE_TOO_LONG\r\n*CAF\xc9\r\n"
+
+
+async def test_partial_line_check_from_the_constructor(start: Start) -> None:
+    port = await start(Settings(partial_line_check=8))
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(HOST, port), TIMEOUT
+    )
+    try:
+        # No delimiter: only the check can see it, and it refuses it.
+        writer.write(b"REFUSE" + b"y" * 100)
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+    finally:
+        writer.close()
+    # None, given explicitly, switches the class attribute's check off.
+    assert Settings(partial_line_check=None).partial_line_check is None
+    assert Settings().partial_line_check is None
+
+
+def test_one_base_error_and_a_one_sentence_listen_error() -> None:
+    for name in (
+        "errors.Error",
+        "listen.ListenError",
+        "loops.LoopUnavailableError",
+        "tls.TLSConfigError",
+        "systemd.ActivationError",
+        "proxy.ProxyHeaderError",
+        "runner.WorkersFailedError",
+        "lineserver.IncompleteReadError",
+    ):
+        module, cls = name.rsplit(".", 1)
+        error = getattr(__import__(f"tornado_echo.{module}", fromlist=[cls]), cls)
+        assert issubclass(error, tornado_echo.Error), name
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ListenError) as failure:
+            bind(port, HOST)
+    assert failure.value.errno == errno.EADDRINUSE
+    assert str(failure.value).startswith(f"cannot listen on {HOST}:{port}: ")
+    assert "[Errno" not in str(failure.value)
