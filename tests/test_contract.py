@@ -155,3 +155,23 @@ def test_one_base_error_and_a_one_sentence_listen_error() -> None:
     assert failure.value.errno == errno.EADDRINUSE
     assert str(failure.value).startswith(f"cannot listen on {HOST}:{port}: ")
     assert "[Errno" not in str(failure.value)
+
+
+def test_the_package_exports_what_users_reach_for() -> None:
+    from tornado_echo import compat, echo, lines, proxied, tls, udp
+
+    for name, module in {
+        "RawEchoServer": compat,
+        "ByteEcho": echo,
+        "LineEcho": echo,
+        "LineFramer": lines,
+        "ProxyProtocol": proxied,
+        "server_context": tls,
+        "UdpEchoServer": udp,
+        "UdpLimits": udp,
+    }.items():
+        assert name in tornado_echo.__all__, name
+        # The same object as at its home, not a copy.
+        assert getattr(tornado_echo, name) is getattr(module, name), name
+    with pytest.raises(AttributeError, match="EchoSever"):
+        tornado_echo.EchoSever  # noqa: B018

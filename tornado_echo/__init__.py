@@ -16,47 +16,69 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tornado_echo.compat import RawEchoServer
+    from tornado_echo.echo import ByteEcho, LineEcho
     from tornado_echo.errors import Error
     from tornado_echo.lifecycle import ShutdownResult
     from tornado_echo.limits import Limits
+    from tornado_echo.lines import LineFramer
     from tornado_echo.lineserver import IncompleteReadError, LineConnection, LineServer
     from tornado_echo.loops import LoopUnavailableError
+    from tornado_echo.proxied import ProxyProtocol
     from tornado_echo.runner import ListenError, run, serve
     from tornado_echo.server import EchoServer
     from tornado_echo.stats import ServerStats
+    from tornado_echo.tls import server_context
+    from tornado_echo.udp import UdpEchoServer, UdpLimits
 
 #: The package's version (PEP 440); setup.cfg and the docs read it from here.
 __version__ = "0.3.0.dev0"
 
 _EXPORTS = {
+    "ByteEcho": "tornado_echo.echo",
     "EchoServer": "tornado_echo.server",
     "Error": "tornado_echo.errors",
     "IncompleteReadError": "tornado_echo.lineserver",
-    "LineConnection": "tornado_echo.lineserver",
-    "LineServer": "tornado_echo.lineserver",
     "Limits": "tornado_echo.limits",
+    "LineConnection": "tornado_echo.lineserver",
+    "LineEcho": "tornado_echo.echo",
+    "LineFramer": "tornado_echo.lines",
+    "LineServer": "tornado_echo.lineserver",
     "ListenError": "tornado_echo.runner",
     "LoopUnavailableError": "tornado_echo.loops",
+    "ProxyProtocol": "tornado_echo.proxied",
+    "RawEchoServer": "tornado_echo.compat",
     "ServerStats": "tornado_echo.stats",
     "ShutdownResult": "tornado_echo.lifecycle",
+    "UdpEchoServer": "tornado_echo.udp",
+    "UdpLimits": "tornado_echo.udp",
     "run": "tornado_echo.runner",
     "serve": "tornado_echo.runner",
+    "server_context": "tornado_echo.tls",
 }
 
 __all__ = [
+    "ByteEcho",
     "EchoServer",
     "Error",
     "IncompleteReadError",
     "Limits",
     "LineConnection",
+    "LineEcho",
+    "LineFramer",
     "LineServer",
     "ListenError",
     "LoopUnavailableError",
+    "ProxyProtocol",
+    "RawEchoServer",
     "ServerStats",
     "ShutdownResult",
+    "UdpEchoServer",
+    "UdpLimits",
     "__version__",
     "run",
     "serve",
+    "server_context",
 ]
 
 
