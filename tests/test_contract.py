@@ -175,3 +175,18 @@ def test_the_package_exports_what_users_reach_for() -> None:
         assert getattr(tornado_echo, name) is getattr(module, name), name
     with pytest.raises(AttributeError, match="EchoSever"):
         tornado_echo.EchoSever  # noqa: B018
+
+
+def test_the_long_line_policy_has_one_home() -> None:
+    from pathlib import Path
+
+    from tornado_echo import echo, lines, lineserver
+
+    assert echo.LONG_LINE_POLICIES is lines.LONG_LINE_POLICIES
+    assert lineserver.LongLinePolicy is lines.LongLinePolicy
+    package = Path(lines.__file__).parent
+    sources = {p.name: p.read_text() for p in package.glob("*.py")}
+    # The policy's message and its log line are written once, in lines.
+    for text in ("%s: line longer than", "on_long_line must be one of"):
+        homes = [name for name, source in sources.items() if text in source]
+        assert homes == ["lines.py"], (text, homes)

@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from tornado.log import enable_pretty_logging
 
 from tornado_echo import __version__
-from tornado_echo.echo import LONG_LINE_POLICIES, ByteEcho, LineEcho, ProtocolFactory
+from tornado_echo.echo import ByteEcho, LineEcho, ProtocolFactory
 from tornado_echo.errors import Error
 from tornado_echo.limits import FD_RESERVE, Limits
-from tornado_echo.lines import DEFAULT_MAX_LINE_LENGTH
+from tornado_echo.lines import DEFAULT_MAX_LINE_LENGTH, LONG_LINE_POLICIES
 from tornado_echo.listen import DEFAULT_UNIX_MODE
 from tornado_echo.loops import LOOPS
 from tornado_echo.proxied import DEFAULT_HEADER_TIMEOUT, ProxyProtocol

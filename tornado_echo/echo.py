@@ -21,26 +21,24 @@ True
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from typing import Literal, Protocol, get_args
+from typing import Protocol
 
-from tornado_echo.lines import (
+# LONG_LINE_POLICIES is imported from here by code written before the
+# policy moved to `tornado_echo.lines`, its one home.
+from tornado_echo.lines import (  # noqa: F401
     DEFAULT_MAX_LINE_LENGTH,
+    LONG_LINE_POLICIES,
+    LONG_LINE_REPLY,
     NEED_DATA,
     EndOfInput,
     Line,
     LineFramer,
     LineTooLong,
+    LongLinePolicy,
+    check_long_line_policy,
+    log_line_too_long,
 )
-
-log = logging.getLogger("tornado_echo.lines")
-
-LongLinePolicy = Literal["close", "skip", "reply"]
-LONG_LINE_POLICIES: tuple[str, ...] = get_args(LongLinePolicy)
-
-#: The error line the ``reply`` policy sends.
-LONG_LINE_REPLY = b"ERROR line too long"
 
 
 class EchoProtocol(Protocol):
@@ -122,14 +120,9 @@ class LineEcho:
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         on_long_line: LongLinePolicy = "close",
     ) -> None:
-        if on_long_line not in LONG_LINE_POLICIES:
-            raise ValueError(
-                f"on_long_line must be one of {', '.join(LONG_LINE_POLICIES)}, "
-                f"not {on_long_line!r}"
-            )
         self._framer = LineFramer(delimiter, max_line_length)
         self._peer = peer
-        self.on_long_line = on_long_line
+        self.on_long_line = check_long_line_policy(on_long_line)
         self.finished = False
         #: Lines echoed so far (for stats).
         self.lines = 0
@@ -173,12 +166,7 @@ class LineEcho:
                 self.lines += 1
             elif isinstance(event, LineTooLong):
                 self.lines_too_long += 1
-                log.info(
-                    "%s: line longer than %d bytes (policy: %s)",
-                    self._peer,
-                    event.limit,
-                    self.on_long_line,
-                )
+                log_line_too_long(self._peer, event, self.on_long_line)
                 if self.on_long_line == "close":
                     self.finished = True
                 elif self.on_long_line == "reply":

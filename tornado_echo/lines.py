@@ -53,21 +53,65 @@ since their size is chosen by the caller.
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias, get_args
 
 __all__ = [
     "DEFAULT_MAX_LINE_LENGTH",
+    "LONG_LINE_POLICIES",
+    "LONG_LINE_REPLY",
     "NEED_DATA",
     "EndOfInput",
     "Event",
     "Line",
     "LineFramer",
     "LineTooLong",
+    "LongLinePolicy",
     "RawData",
+    "check_long_line_policy",
+    "log_line_too_long",
 ]
 
 DEFAULT_MAX_LINE_LENGTH: Final = 65536
+
+#: What happens to a line longer than ``max_line_length``: ``close`` the
+#: connection (the line is never handled), ``skip`` it, or ``reply`` with an
+#: error line and go on. `.LineEcho` and `.LineServer` both follow it.
+LongLinePolicy: TypeAlias = Literal["close", "skip", "reply"]
+#: The policies, in the order the CLI lists them.
+LONG_LINE_POLICIES: Final[tuple[str, ...]] = get_args(LongLinePolicy)
+
+#: The error line the ``reply`` policy sends by default.
+LONG_LINE_REPLY: Final = b"ERROR line too long"
+
+log = logging.getLogger("tornado_echo.lines")
+
+
+def check_long_line_policy(policy: object) -> LongLinePolicy:
+    """``policy``, if it is one of `LONG_LINE_POLICIES`; a `ValueError` if not.
+
+    >>> check_long_line_policy("drop")
+    Traceback (most recent call last):
+      ...
+    ValueError: on_long_line must be one of close, skip, reply, not 'drop'
+
+    .. versionadded:: 0.3.0
+    """
+    if policy == "close" or policy == "skip" or policy == "reply":
+        return policy
+    raise ValueError(
+        f"on_long_line must be one of {', '.join(LONG_LINE_POLICIES)}, not {policy!r}"
+    )
+
+
+def log_line_too_long(peer: str, event: LineTooLong, policy: LongLinePolicy) -> None:
+    """The one INFO line for an overlong line, whoever applies the policy.
+
+    .. versionadded:: 0.3.0
+    """
+    log.info("%s: line longer than %d bytes (policy: %s)", peer, event.limit, policy)
+
 
 # Consumed bytes are only dropped from the front of the buffer once they
 # make up at least half of it, so each compaction copies no more bytes than

@@ -4,34 +4,34 @@ from __future__ import annotations
 
 import codecs
 import enum
-import logging
 from asyncio import Future
 from typing import TYPE_CHECKING, Any, Unpack
 
 from tornado.iostream import IOStream, StreamClosedError
 
-from tornado_echo.echo import LONG_LINE_POLICIES, LONG_LINE_REPLY, LongLinePolicy
 from tornado_echo.errors import Error
 from tornado_echo.fairness import Turn, next_turn
 from tornado_echo.halfclose import chunk_reader
 from tornado_echo.lifecycle import DEFAULT_CHUNK_SIZE
 from tornado_echo.lines import (
     DEFAULT_MAX_LINE_LENGTH,
+    LONG_LINE_REPLY,
     NEED_DATA,
     EndOfInput,
     Event,
     Line,
     LineFramer,
     LineTooLong,
+    LongLinePolicy,
     RawData,
+    check_long_line_policy,
+    log_line_too_long,
 )
 from tornado_echo.logs import format_address
 from tornado_echo.server import TCPServerOptions, TrackedTCPServer
 
 if TYPE_CHECKING:
     from tornado_echo.proxy import ProxyHeader
-
-log = logging.getLogger("tornado_echo.lines")
 
 
 class IncompleteReadError(Error, StreamClosedError):
@@ -297,11 +297,7 @@ class LineServer(TrackedTCPServer):
 
     def _validate(self) -> None:
         """Check every setting once, when the server is built, in one sentence each."""
-        if self.on_long_line not in LONG_LINE_POLICIES:
-            raise ValueError(
-                f"on_long_line must be one of {', '.join(LONG_LINE_POLICIES)}, "
-                f"not {self.on_long_line!r}"
-            )
+        check_long_line_policy(self.on_long_line)
         try:
             codecs.lookup(self.encoding)
         except (LookupError, TypeError):
@@ -407,12 +403,7 @@ class LineServer(TrackedTCPServer):
                         await conn.send_line(reply)
                 elif isinstance(event, LineTooLong):
                     conn.lines_too_long += 1
-                    log.info(
-                        "%s: line longer than %d bytes (policy: %s)",
-                        format_address(address),
-                        event.limit,
-                        self.on_long_line,
-                    )
+                    log_line_too_long(format_address(address), event, self.on_long_line)
                     await self.handle_long_line(conn)
                 elif isinstance(event, EndOfInput):
                     await self.handle_eof(conn, event.tail)
