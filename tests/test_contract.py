@@ -190,3 +190,49 @@ def test_the_long_line_policy_has_one_home() -> None:
     for text in ("%s: line longer than", "on_long_line must be one of"):
         homes = [name for name, source in sources.items() if text in source]
         assert homes == ["lines.py"], (text, homes)
+
+
+def _private_reaches(source: str) -> list[str]:
+    """``x._name`` where ``x`` is not ``self``/``cls`` and ``_name`` is not this module's."""
+    import ast
+
+    tree = ast.parse(source)
+    own: set[str] = set()
+    reaches: list[tuple[int, str, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            if node.attr.startswith("__"):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                own.add(node.attr)
+            else:
+                reaches.append((node.lineno, node.attr, ast.unparse(node)))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            own.add(node.name)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            own.add(node.value)  # names in __slots__
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            own.add(node.target.id)
+    return [
+        f"line {line}: {text}"
+        for line, attr, text in reaches
+        if attr not in own and text != "os._exit"
+    ]
+
+
+def test_no_module_reaches_into_another_modules_private_state() -> None:
+    from pathlib import Path
+
+    # A driver uses the lifecycle's contract (track_connection,
+    # count_lines, add_buffered, untrack_connection), never its insides.
+    package = Path(tornado_echo.__file__).parent
+    found = {
+        path.name: reaches
+        for path in sorted(package.glob("*.py"))
+        if (reaches := _private_reaches(path.read_text()))
+    }
+    assert found == {}
+    # The check itself sees a reach when there is one.
+    assert _private_reaches("def f(server):\n    server._buffered += 1\n") == [
+        "line 2: server._buffered"
+    ]

@@ -236,9 +236,9 @@ class _RawConnection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._interest = IOLoop.READ
         server._io_loop.add_handler(sock, self._on_events, IOLoop.READ)
-        server._track(self, slot)
+        server.track_connection(self, slot)
         if hasattr(self._protocol, "lines"):
-            server._connections.count_lines_of(self, self._protocol)  # type: ignore[arg-type]
+            server.count_lines(self, self._protocol)  # type: ignore[arg-type]
 
     @property
     def socket(self) -> Socket:
@@ -305,7 +305,7 @@ class _RawConnection:
         assert self._queue is not None
         self._queue.append(view)
         self._queued += len(view)
-        self._server._buffered += len(view)
+        self._server.add_buffered(len(view))
         self._update_interest()
 
     def _on_writable(self) -> None:
@@ -320,7 +320,7 @@ class _RawConnection:
                 break
             self.bytes_out += sent
             self._queued -= sent
-            self._server._buffered -= sent
+            self._server.add_buffered(-sent)
             if sent < len(head):
                 queue[0] = head[sent:]
                 break
@@ -387,7 +387,7 @@ class _RawConnection:
         # silently miss, leaving a handler registered for a dead fd.
         io_loop.remove_handler(self._sock)
         self._sock.close()
-        self._server._buffered -= self._queued
+        self._server.add_buffered(-self._queued)
         self._queued = 0
         self._queue = None
-        self._server._untrack(self)
+        self._server.untrack_connection(self)

@@ -322,8 +322,8 @@ class ServerLifecycle:
         """Serve an admitted socket, after its PROXY header if one came.
 
         ``address`` is then the client's. The driver builds its connection
-        and calls ``_track(conn, slot)`` at once, before anything else runs,
-        then ``_untrack(conn)`` once it has closed.
+        and calls `track_connection` at once, before anything else runs,
+        then `untrack_connection` once it has closed.
         """
         raise NotImplementedError()
 
@@ -409,7 +409,16 @@ class ServerLifecycle:
             proxy_rejected=self._proxy_rejected,
         )
 
-    def _track(self, conn: Connection, slot: Slot | None = None) -> None:
+    # -- the driver contract ------------------------------------------------
+    # EchoServer, LineServer and RawEchoServer call these four, and nothing
+    # else of the lifecycle's, for each connection they serve.
+
+    def track_connection(self, conn: Connection, slot: Slot | None = None) -> None:
+        """Count ``conn`` as open: for drivers, not applications.
+
+        Called once, as soon as the driver has built the connection for an
+        admitted socket (with its ``slot``), before anything else runs.
+        """
         host = None
         if slot is not None:
             slot.taken = True
@@ -421,7 +430,16 @@ class ServerLifecycle:
             conn_log.info("%s: connected", format_address(conn.address))
         self._cap.update(self._slots())
 
-    def _untrack(self, conn: Connection) -> None:
+    def count_lines(self, conn: Connection, counts: LineCounts) -> None:
+        """Add ``counts`` (lines, lines too long) to ``conn``'s stats: for drivers."""
+        self._connections.count_lines_of(conn, counts)
+
+    def add_buffered(self, nbytes: int) -> None:
+        """Count ``nbytes`` more (or, negative, fewer) in `buffered_bytes`: for drivers."""
+        self._buffered += nbytes
+
+    def untrack_connection(self, conn: Connection) -> None:
+        """Count ``conn`` as closed, once it has closed: for drivers, not applications."""
         record = self._connections.pop(conn)
         if record is None:
             return

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_echo.errors import Error
-from tornado_echo.fairness import Turn, next_turn
+from tornado_echo.fairness import next_turn
 from tornado_echo.halfclose import chunk_reader
 from tornado_echo.lifecycle import DEFAULT_CHUNK_SIZE
 from tornado_echo.lines import (
@@ -65,7 +65,7 @@ class LineConnection:
         self._framer = LineFramer(server.delimiter, server.max_line_length)
         self._chunk_size = server.read_chunk_size or DEFAULT_CHUNK_SIZE
         self._read = chunk_reader(stream)
-        self._turn = Turn(server._loop_share)
+        self._turn = server.new_turn()
         self._closed = False
         self._finishing = False
         self._at_eof = False
@@ -387,7 +387,7 @@ class LineServer(TrackedTCPServer):
     async def serve_stream(self, stream: IOStream, address: Any) -> None:
         conn = self.connection_class(self, stream, address)
         self._line_connections.add(conn)
-        self._count_lines(stream, conn)
+        self.count_lines(stream, conn)  # type: ignore[arg-type]
         turn = conn._turn
         try:
             await self.on_connect(conn)

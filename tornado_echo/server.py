@@ -21,7 +21,6 @@ from tornado_echo.halfclose import CountingIOStream, HalfClosingStream, chunk_re
 from tornado_echo.lifecycle import (
     DEFAULT_CHUNK_SIZE,
     LINGER_TIMEOUT,
-    LineCounts,
     ServerLifecycle,
     Slot,
 )
@@ -158,7 +157,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
         stream.address = address
         # Now, not in handle_stream, whose first step runs on a later loop
         # turn: a whole backlog accepted in one event must meet the cap.
-        self._track(stream, slot)
+        self.track_connection(stream, slot)
         future = self.handle_stream(stream, address)
         if future is not None:
             IOLoop.current().add_future(gen.convert_yielded(future), _raise_result)
@@ -170,7 +169,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
             # Handed to us directly, not through our own accepts.
             if isinstance(stream, CountingIOStream):
                 stream.address = address
-            self._track(stream)  # type: ignore[arg-type]
+            self.track_connection(stream)  # type: ignore[arg-type]
         try:
             if stream.socket.family in (socket.AF_INET, socket.AF_INET6):
                 stream.set_nodelay(True)
@@ -187,7 +186,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
             try:
                 stream.close()
             finally:
-                self._untrack(stream)  # type: ignore[arg-type]
+                self.untrack_connection(stream)  # type: ignore[arg-type]
 
     async def _handshake(self, stream: SSLIOStream, address: Any) -> bool:
         timeout = self.limits.handshake_timeout or None
@@ -211,8 +210,9 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
         """Talk to one client; returning or raising ends the connection."""
         raise NotImplementedError()
 
-    def _count_lines(self, stream: IOStream, counts: LineCounts) -> None:
-        self._connections.count_lines_of(stream, counts)  # type: ignore[arg-type]
+    def new_turn(self) -> Turn:
+        """A connection's share of the loop among this server's: for drivers."""
+        return Turn(self._loop_share)
 
     def _adopt(self, stream: IOStream) -> IOStream:
         # A plain IOStream handed to handle_stream directly (our own accepts
@@ -280,10 +280,10 @@ class EchoServer(TrackedTCPServer):
         """Echo ``stream`` until the protocol is finished (the hot path)."""
         protocol = self.protocol(format_address(address))
         if hasattr(protocol, "lines"):
-            self._count_lines(stream, protocol)  # type: ignore[arg-type]
+            self.count_lines(stream, protocol)  # type: ignore[arg-type]
         chunk_size = self.read_chunk_size or DEFAULT_CHUNK_SIZE
         read = chunk_reader(stream)
-        turn = Turn(self._loop_share)
+        turn = self.new_turn()
         after_others = False
         while not protocol.finished:
             try:
@@ -300,11 +300,11 @@ class EchoServer(TrackedTCPServer):
                 turn.begin()
             out = protocol.receive_data(data)
             if out:
-                self._buffered += len(out)
+                self.add_buffered(len(out))
                 try:
                     await stream.write(out)
                 finally:
-                    self._buffered -= len(out)
+                    self.add_buffered(-len(out))
             if full:
                 after_others = turn.due()
             elif turn.running:
