@@ -236,3 +236,54 @@ def test_no_module_reaches_into_another_modules_private_state() -> None:
     assert _private_reaches("def f(server):\n    server._buffered += 1\n") == [
         "line 2: server._buffered"
     ]
+
+
+def _imports_of(source: str) -> set[str]:
+    """The tornado_echo modules ``source`` imports, lazily or not, at run time."""
+    import ast
+
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and ast.unparse(child.test) in (
+                "TYPE_CHECKING",
+                "typing.TYPE_CHECKING",
+            ):
+                for other in child.orelse:
+                    visit(other)
+                continue  # for type checkers only: no cycle at run time
+            if isinstance(child, ast.ImportFrom) and child.module:
+                parts = child.module.split(".")
+                if parts[0] == "tornado_echo" and len(parts) > 1:
+                    found.add(parts[1])
+            visit(child)
+
+    visit(ast.parse(source))
+    return found
+
+
+def test_the_package_has_no_import_cycles() -> None:
+    from pathlib import Path
+
+    package = Path(tornado_echo.__file__).parent
+    graph = {
+        path.stem: _imports_of(path.read_text()) - {path.stem}
+        for path in package.glob("*.py")
+    }
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), list(graph.get(start, ()))
+        while todo:
+            module = todo.pop()
+            if module == goal:
+                return True
+            if module not in seen:
+                seen.add(module)
+                todo += graph.get(module, ())
+        return False
+
+    cycles = sorted(m for m in graph if reaches(m, m))
+    assert cycles == []
+    # listen binds every kind of socket itself; udp uses it, not the reverse.
+    assert "listen" in graph["udp"] and "udp" not in graph["listen"]

@@ -1,4 +1,4 @@
-"""Listening sockets: TCP on one or more hosts, and unix domain sockets.
+"""Listening sockets: TCP and UDP on one or more hosts, and unix domain sockets.
 
 Binding happens before the event loop starts (and, with several processes,
 before the workers fork), so every failure a user can cause (a port in use,
@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from tornado.netutil import bind_sockets
 
@@ -51,12 +52,15 @@ def bind(port: int, host: str | None) -> list[socket.socket]:
         return bind_sockets(port, host)
     except (OSError, UnicodeError) as exc:
         _close_abandoned(exc)
-        # UnicodeError: getaddrinfo's IDNA encoding rejects names like "a..b".
-        where = format_address((host or "*", port))
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ListenError(
-            getattr(exc, "errno", None), f"cannot listen on {where}: {reason}"
-        ) from exc
+        raise _listen_error(exc, "", format_address((host or "*", port))) from exc
+
+
+def _listen_error(exc: OSError | UnicodeError, what: str, where: str) -> ListenError:
+    # UnicodeError: getaddrinfo's IDNA encoding rejects names like "a..b".
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return ListenError(
+        getattr(exc, "errno", None), f"cannot listen{what} on {where}: {reason}"
+    )
 
 
 def _close_abandoned(exc: BaseException) -> None:
@@ -122,6 +126,77 @@ def bind_unix(
     return sock
 
 
+def bind_udp(port: int, hosts: Sequence[str | None]) -> list[socket.socket]:
+    """Non-blocking UDP sockets for ``port`` on each of ``hosts``.
+
+    ``None``, ``""``, ``"::"`` or ``"*"`` means every interface, IPv4 and
+    IPv6 (one socket per family, as for `.bind_tcp`). With port 0, the first
+    socket picks a free port and the others use the same one. Unlike
+    `tornado.netutil.bind_sockets` (TCP only), ``SO_REUSEADDR`` stays off:
+    on UDP it would let a second process bind the same port and take
+    datagrams meant for this one. On failure every socket bound so far is
+    closed and `.ListenError` says what went wrong in one sentence.
+    """
+    sockets: list[socket.socket] = []
+    where = ""
+    try:
+        for host in hosts:
+            host = None if host in ANY_HOSTS else host
+            where = format_address((host or "*", port))
+            infos = socket.getaddrinfo(
+                host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0, socket.AI_PASSIVE
+            )
+            for family, _, proto, _, sockaddr in sorted(
+                set(infos), key=lambda info: info[0]
+            ):
+                # With port 0, every socket after the first reuses its port.
+                sockaddr = (sockaddr[0], port, *sockaddr[2:])
+                where = format_address(sockaddr)
+                sock = _bind_one(family, proto, sockaddr, host)
+                if sock is not None:
+                    sockets.append(sock)
+                    port = sock.getsockname()[1]
+    except (OSError, UnicodeError) as exc:
+        for sock in sockets:
+            sock.close()
+        raise _listen_error(exc, " for UDP", where) from exc
+    return sockets
+
+
+def _bind_one(
+    family: socket.AddressFamily,
+    proto: int,
+    sockaddr: tuple[Any, ...],
+    host: str | None,
+) -> socket.socket | None:
+    """One bound socket, or None where IPv6 is missing and that is expected."""
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+    except OSError as exc:
+        if exc.errno == errno.EAFNOSUPPORT:
+            return None  # a kernel without IPv6 still resolves "::"
+        raise
+    try:
+        if family == socket.AF_INET6:
+            # As bind_sockets does: IPv6 sockets take no IPv4, so 0.0.0.0 and
+            # :: can both be bound, and a peer has one address form only.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setblocking(False)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        if (
+            exc.errno == errno.EADDRNOTAVAIL
+            and host == "localhost"
+            and family == socket.AF_INET6
+        ):
+            # Docker's default network resolves localhost to ::1 as well but
+            # cannot bind it; bind_sockets skips it there too.
+            return None
+        raise
+    return sock
+
+
 def _remove_stale_socket(path: str) -> None:
     try:
         st = os.lstat(path)
@@ -174,8 +249,6 @@ def listening(
     ours: tuple[int, int] | None = None
     try:
         if udp and sockets:
-            from tornado_echo.udp import bind_udp
-
             sockets += bind_udp(sockets[0].getsockname()[1], hosts)
         if unix is not None:
             sockets.append(bind_unix(unix, unix_mode))

@@ -68,18 +68,19 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
-import errno
 import ipaddress
 import logging
 import math
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from tornado.ioloop import IOLoop
 from tornado.log import app_log
 
-from tornado_echo.listen import ANY_HOSTS, ListenError
+# Bound in tornado_echo.listen, with TCP and unix sockets; importable from
+# here as before.
+from tornado_echo.listen import bind_udp
 from tornado_echo.logs import format_address
 
 #: Logger for the exposure warning and for replies that could not be sent.
@@ -409,81 +410,6 @@ class UdpEchoServer:
                 log.debug("UDP echo: no reply to %s: %s", format_address(address), exc)
             else:
                 self._replied += 1
-
-
-def bind_udp(port: int, hosts: Sequence[str | None]) -> list[socket.socket]:
-    """Non-blocking UDP sockets for ``port`` on each of ``hosts``.
-
-    ``None``, ``""``, ``"::"`` or ``"*"`` means every interface, IPv4 and
-    IPv6 (one socket per family, as for `.bind_tcp`). With port 0, the first
-    socket picks a free port and the others use the same one. Unlike
-    `tornado.netutil.bind_sockets` (TCP only), ``SO_REUSEADDR`` stays off:
-    on UDP it would let a second process bind the same port and take
-    datagrams meant for this one. On failure every socket bound so far is
-    closed and `.ListenError` says what went wrong in one sentence.
-    """
-    sockets: list[socket.socket] = []
-    where = ""
-    try:
-        for host in hosts:
-            host = None if host in ANY_HOSTS else host
-            where = format_address((host or "*", port))
-            infos = socket.getaddrinfo(
-                host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0, socket.AI_PASSIVE
-            )
-            for family, _, proto, _, sockaddr in sorted(
-                set(infos), key=lambda info: info[0]
-            ):
-                # With port 0, every socket after the first reuses its port.
-                sockaddr = (sockaddr[0], port, *sockaddr[2:])
-                where = format_address(sockaddr)
-                sock = _bind_one(family, proto, sockaddr, host)
-                if sock is not None:
-                    sockets.append(sock)
-                    port = sock.getsockname()[1]
-    except (OSError, UnicodeError) as exc:
-        # UnicodeError: getaddrinfo's IDNA encoding rejects names like "a..b".
-        for sock in sockets:
-            sock.close()
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ListenError(
-            getattr(exc, "errno", None), f"cannot listen for UDP on {where}: {reason}"
-        ) from exc
-    return sockets
-
-
-def _bind_one(
-    family: socket.AddressFamily,
-    proto: int,
-    sockaddr: tuple[Any, ...],
-    host: str | None,
-) -> socket.socket | None:
-    """One bound socket, or None where IPv6 is missing and that is expected."""
-    try:
-        sock = socket.socket(family, socket.SOCK_DGRAM, proto)
-    except OSError as exc:
-        if exc.errno == errno.EAFNOSUPPORT:
-            return None  # a kernel without IPv6 still resolves "::"
-        raise
-    try:
-        if family == socket.AF_INET6:
-            # As bind_sockets does: IPv6 sockets take no IPv4, so 0.0.0.0 and
-            # :: can both be bound, and a peer has one address form only.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.setblocking(False)
-        sock.bind(sockaddr)
-    except OSError as exc:
-        sock.close()
-        if (
-            exc.errno == errno.EADDRNOTAVAIL
-            and host == "localhost"
-            and family == socket.AF_INET6
-        ):
-            # Docker's default network resolves localhost to ::1 as well but
-            # cannot bind it; bind_sockets skips it there too.
-            return None
-        raise
-    return sock
 
 
 def _is_loopback(sockaddr: tuple[Any, ...]) -> bool:
