@@ -287,3 +287,81 @@ def test_the_package_has_no_import_cycles() -> None:
     assert cycles == []
     # listen binds every kind of socket itself; udp uses it, not the reverse.
     assert "listen" in graph["udp"] and "udp" not in graph["listen"]
+
+
+def _tornado_private_names() -> set[str]:
+    """The underscored names of Tornado's streams and TCP server, instance state too."""
+    from tornado.iostream import BaseIOStream, IOStream, SSLIOStream
+    from tornado.tcpserver import TCPServer
+
+    classes = (BaseIOStream, IOStream, SSLIOStream, TCPServer)
+    names = {n for c in classes for n in dir(c) if n.startswith("_")}
+    a, b = socket.socketpair()
+    stream = IOStream(a)
+    try:
+        names |= {n for n in vars(stream) if n.startswith("_")}
+    finally:
+        stream.close()
+        b.close()
+    return {n for n in names if not n.startswith("__")}
+
+
+def test_tornado_privates_are_touched_only_behind_the_fence() -> None:
+    import ast
+    import importlib
+    from pathlib import Path
+
+    from tornado.iostream import BaseIOStream
+    from tornado.tcpserver import TCPServer
+
+    private = _tornado_private_names()
+    assert {"_read_buffer", "_handle_events", "_do_ssl_handshake"} <= private
+    # _fastpath.py is the fence: checked versions only, with a public
+    # fallback (TORNADO_ECHO_FASTPATH=0 runs the whole suite without it).
+    package = Path(tornado_echo.__file__).parent
+    touched: list[str] = []
+    for path in sorted(package.glob("*.py")):
+        if path.stem in ("_fastpath", "__main__"):
+            continue
+        module = importlib.import_module(f"tornado_echo.{path.stem}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            cls = getattr(module, node.name, None)
+            if not (
+                isinstance(cls, type) and issubclass(cls, (BaseIOStream, TCPServer))
+            ):
+                continue
+            # In our subclasses of Tornado's classes: an override of, or a
+            # use of, one of Tornado's underscored names.
+            for sub in ast.walk(node):
+                name = None
+                if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    name = sub.name
+                elif isinstance(sub, ast.Attribute) and ast.unparse(sub.value) in (
+                    "self",
+                    "super()",
+                ):
+                    name = sub.attr
+                if name in private:
+                    touched.append(f"{path.name}: {node.name}.{name}")
+    assert touched == []
+
+
+def test_other_tls_streams_keep_their_handshake_warnings() -> None:
+    import logging
+
+    import tornado_echo.tls  # noqa: F401 - installs the filter
+
+    general = logging.getLogger("tornado.general")
+    # Not one of our streams' descriptors: Tornado's WARNING goes through.
+    record = logging.LogRecord(
+        "tornado.general",
+        logging.WARNING,
+        __file__,
+        1,
+        "SSL Error on %s %s: %s",
+        (1 << 30, ("192.0.2.1", 443), "wrong version number"),
+        None,
+    )
+    assert general.filter(record)

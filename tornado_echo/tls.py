@@ -23,11 +23,10 @@ back, so there the close is final.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import ssl
-from collections.abc import Iterator
+from typing import Any
 
 from tornado.iostream import IOStream, SSLIOStream
 from tornado.log import gen_log
@@ -100,23 +99,33 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
-class _DropHandshakeWarnings(logging.Filter):
+class _OurHandshakes(logging.Filter):
+    """Drops Tornado's WARNING for a failed handshake on one of our streams.
+
+    A port scan or a plain-text client fails the handshake: our server logs
+    that at DEBUG, from the stream's ``error``. The filter recognises the
+    record by its message and the descriptor it names (Tornado's
+    ``"SSL Error on %s %s: %s"``, fd first), so the warnings of any other
+    TLS stream in the process are untouched, and no private method of
+    Tornado's is overridden.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fds: set[int] = set()
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("SSL Error on")
+        args = record.args
+        return not (
+            isinstance(args, tuple)
+            and args
+            and args[0] in self.fds
+            and str(record.msg).startswith("SSL Error on")
+        )
 
 
-_DROP = _DropHandshakeWarnings()
-
-
-@contextlib.contextmanager
-def _quiet_handshake() -> Iterator[None]:
-    # Only around the handshake step, which runs synchronously on the loop's
-    # thread: other warnings on tornado.general are untouched.
-    gen_log.addFilter(_DROP)
-    try:
-        yield
-    finally:
-        gen_log.removeFilter(_DROP)
+_OURS = _OurHandshakes()
+gen_log.addFilter(_OURS)
 
 
 class TLSStream(HalfClosingStream, SSLIOStream):
@@ -131,7 +140,12 @@ class TLSStream(HalfClosingStream, SSLIOStream):
     .. versionadded:: 0.3.0
     """
 
-    __slots__ = ()
+    __slots__ = ("_tls_fd",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tls_fd = self.socket.fileno()
+        _OURS.fds.add(self._tls_fd)
 
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
         count = super().read_from_fd(buf)
@@ -149,6 +163,9 @@ class TLSStream(HalfClosingStream, SSLIOStream):
         super()._end_writing()
 
     def close_fd(self) -> None:
+        # Before the socket is closed, or handed to the write side (which
+        # adds it again): a later socket may get the same number.
+        _OURS.fds.discard(self._tls_fd)
         if not self.peer_closed and self.error is None:
             self._send_close_notify()
         super().close_fd()
@@ -164,7 +181,3 @@ class TLSStream(HalfClosingStream, SSLIOStream):
             sock.unwrap()
         except (OSError, ValueError):
             pass  # not sent (reset, or the buffer full): we close anyway
-
-    def _do_ssl_handshake(self) -> None:
-        with _quiet_handshake():
-            super()._do_ssl_handshake()
