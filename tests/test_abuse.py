@@ -34,7 +34,7 @@ from tornado_echo.compat import RawEchoServer
 from tornado_echo.echo import LineEcho
 from tornado_echo.limits import Limits
 from tornado_echo.loops import LOOPS, run_with
-from tornado_echo.proxied import ProxyProtocol
+from tornado_echo.proxy_protocol import ProxyProtocol
 from tornado_echo.server import EchoServer
 
 CONN_LOG = "tornado_echo.connection"

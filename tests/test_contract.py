@@ -22,7 +22,7 @@ import tornado_echo
 from tornado_echo import EchoServer, Limits, LineConnection, LineServer
 from tornado_echo.compat import RawEchoServer
 from tornado_echo.listen import ListenError, bind
-from tornado_echo.proxied import ProxyProtocol
+from tornado_echo.proxy_protocol import ProxyProtocol
 from tornado_echo.testing import LineClient, start_server
 from tornado_echo.udp import UdpEchoServer, UdpLimits
 
@@ -139,7 +139,7 @@ def test_one_base_error_and_a_one_sentence_listen_error() -> None:
         "loops.LoopUnavailableError",
         "tls.TLSConfigError",
         "systemd.ActivationError",
-        "proxy.ProxyHeaderError",
+        "proxy_header.ProxyHeaderError",
         "runner.WorkersFailedError",
         "lineserver.IncompleteReadError",
     ):
@@ -158,14 +158,14 @@ def test_one_base_error_and_a_one_sentence_listen_error() -> None:
 
 
 def test_the_package_exports_what_users_reach_for() -> None:
-    from tornado_echo import compat, echo, lines, proxied, tls, udp
+    from tornado_echo import compat, echo, lines, proxy_protocol, tls, udp
 
     for name, module in {
         "RawEchoServer": compat,
         "ByteEcho": echo,
         "LineEcho": echo,
         "LineFramer": lines,
-        "ProxyProtocol": proxied,
+        "ProxyProtocol": proxy_protocol,
         "server_context": tls,
         "UdpEchoServer": udp,
         "UdpLimits": udp,
@@ -365,3 +365,22 @@ def test_other_tls_streams_keep_their_handshake_warnings() -> None:
         None,
     )
     assert general.filter(record)
+
+
+def test_the_moved_proxy_modules_still_work_with_a_warning() -> None:
+    import importlib
+    import warnings
+
+    from tornado_echo import proxy_header, proxy_protocol
+
+    for old, new in (("proxy", proxy_header), ("proxied", proxy_protocol)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            module = importlib.import_module(f"tornado_echo.{old}")  # silent
+        for name in new.__all__:
+            with pytest.warns(
+                DeprecationWarning, match=f"{new.__name__}: import {name}"
+            ):
+                assert getattr(module, name) is getattr(new, name), (old, name)
+        with pytest.raises(AttributeError):
+            module.not_a_name  # noqa: B018

@@ -1,4 +1,4 @@
-"""Tests for the sans-IO PROXY protocol parser in `tornado_echo.proxy`.
+"""Tests for the sans-IO PROXY protocol parser in `tornado_echo.proxy_header`.
 
 Headers are built by the reference encoders below, written from the spec
 (HAProxy's doc/proxy-protocol.txt) rather than from the parser, with their
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tornado_echo import _crc32c, proxy
-from tornado_echo.proxy import (
+from tornado_echo import _crc32c, proxy_header
+from tornado_echo.proxy_header import (
     V1_MAX_LENGTH,
     V2_MAX_PAYLOAD,
     ProxyHeader,
@@ -772,7 +772,7 @@ def test_byte_at_a_time_takes_linear_time() -> None:
 
 
 def test_module_docstring_example_runs() -> None:
-    result = doctest.testmod(proxy)
+    result = doctest.testmod(proxy_header)
     assert result.attempted > 0
     assert result.failed == 0
 

@@ -16,7 +16,7 @@ from conftest import Start
 from tornado.testing import ExpectLog
 
 from tornado_echo import LineConnection, LineServer
-from tornado_echo.proxied import ProxyProtocol
+from tornado_echo.proxy_protocol import ProxyProtocol
 
 CONN_LOG = "tornado_echo.connection"
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from tornado_echo.lines import LineFramer
     from tornado_echo.lineserver import IncompleteReadError, LineConnection, LineServer
     from tornado_echo.loops import LoopUnavailableError
-    from tornado_echo.proxied import ProxyProtocol
+    from tornado_echo.proxy_protocol import ProxyProtocol
     from tornado_echo.runner import ListenError, run, serve
     from tornado_echo.server import EchoServer
     from tornado_echo.stats import ServerStats
@@ -46,7 +46,7 @@ _EXPORTS = {
     "LineServer": "tornado_echo.lineserver",
     "ListenError": "tornado_echo.runner",
     "LoopUnavailableError": "tornado_echo.loops",
-    "ProxyProtocol": "tornado_echo.proxied",
+    "ProxyProtocol": "tornado_echo.proxy_protocol",
     "RawEchoServer": "tornado_echo.compat",
     "ServerStats": "tornado_echo.stats",
     "ShutdownResult": "tornado_echo.lifecycle",

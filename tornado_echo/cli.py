@@ -18,7 +18,7 @@ from tornado_echo.limits import FD_RESERVE, Limits
 from tornado_echo.lines import DEFAULT_MAX_LINE_LENGTH, LONG_LINE_POLICIES
 from tornado_echo.listen import DEFAULT_UNIX_MODE
 from tornado_echo.loops import LOOPS
-from tornado_echo.proxied import DEFAULT_HEADER_TIMEOUT, ProxyProtocol
+from tornado_echo.proxy_protocol import DEFAULT_HEADER_TIMEOUT, ProxyProtocol
 from tornado_echo.runner import IMPLS, make_server, run
 from tornado_echo.tls import server_context
 

@@ -103,8 +103,8 @@ from tornado_echo.limits import Limits
 from tornado_echo.logs import format_address, log_connection_error
 
 if TYPE_CHECKING:
-    from tornado_echo.proxied import ProxyProtocol
-    from tornado_echo.proxy import ProxyHeader
+    from tornado_echo.proxy_header import ProxyHeader
+    from tornado_echo.proxy_protocol import ProxyProtocol
 
 
 class RawEchoServer(ServerLifecycle):

@@ -38,8 +38,8 @@ from tornado_echo.logs import conn_log, format_address, log_connection_error
 from tornado_echo.stats import ServerStats
 
 if TYPE_CHECKING:
-    from tornado_echo.proxied import HeaderReader, ProxyProtocol
-    from tornado_echo.proxy import ProxyHeader
+    from tornado_echo.proxy_header import ProxyHeader
+    from tornado_echo.proxy_protocol import HeaderReader, ProxyProtocol
 
 #: Bytes asked for per read when the server was given no ``read_chunk_size``
 #: (the same as `.IOStream`'s own default).
@@ -245,7 +245,7 @@ class ServerLifecycle:
 
     @proxy_protocol.setter
     def proxy_protocol(self, value: ProxyProtocol | bool | None) -> None:
-        from tornado_echo.proxied import ProxyProtocol
+        from tornado_echo.proxy_protocol import ProxyProtocol
 
         if value is True:
             value = ProxyProtocol()
@@ -269,7 +269,7 @@ class ServerLifecycle:
             )
             sock.close()
             return
-        from tornado_echo.proxied import HeaderReader
+        from tornado_echo.proxy_protocol import HeaderReader
 
         # It holds a slot while it waits: its socket is an fd all the same.
         self._header_readers.add(

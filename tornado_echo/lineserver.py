@@ -31,7 +31,7 @@ from tornado_echo.logs import format_address
 from tornado_echo.server import TCPServerOptions, TrackedTCPServer
 
 if TYPE_CHECKING:
-    from tornado_echo.proxy import ProxyHeader
+    from tornado_echo.proxy_header import ProxyHeader
 
 
 class IncompleteReadError(Error, StreamClosedError):

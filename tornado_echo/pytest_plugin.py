@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from tornado_echo.runner import Listener
-    from tornado_echo.testing import LineClient, ServerAddress, ServerSpec
+    from tornado_echo.runner import Listener, ListenerSpec
+    from tornado_echo.testing import LineClient, ServerAddress
 
 try:
     from pytest_asyncio import fixture as _async_fixture
@@ -48,7 +48,9 @@ class _Registry:
         self.servers: list[Listener] = []
         self.clients: list[LineClient] = []
 
-    async def start(self, server: ServerSpec, host: str = "127.0.0.1") -> ServerAddress:
+    async def start(
+        self, server: ListenerSpec, host: str = "127.0.0.1"
+    ) -> ServerAddress:
         from tornado_echo.testing import start_server
 
         instance, address = await start_server(server, host)
@@ -89,7 +91,7 @@ if _async_fixture is not None:
 
     @_async_fixture
     async def tcp_address(
-        _tornado_echo_registry: _Registry, tcp_server: ServerSpec
+        _tornado_echo_registry: _Registry, tcp_server: ListenerSpec
     ) -> ServerAddress:
         """The address of ``tcp_server``, started on an unused loopback port."""
         return await _tornado_echo_registry.start(tcp_server)
@@ -113,7 +115,7 @@ else:  # pragma: no cover
 
 
 @pytest.fixture
-def tcp_server() -> ServerSpec:
+def tcp_server() -> ListenerSpec:
     """The server ``tcp_address`` runs; override it. Default: `.EchoServer`."""
     from tornado_echo.server import EchoServer
 

@@ -39,7 +39,7 @@ from tornado_echo.loops import LoopName, run_with
 from tornado_echo.stats import ServerStats
 
 if TYPE_CHECKING:
-    from tornado_echo.proxied import ProxyProtocol
+    from tornado_echo.proxy_protocol import ProxyProtocol
 
 __all__ = [
     "IMPLS",
@@ -90,7 +90,13 @@ class Server(Listener, Protocol):
 
 _L = TypeVar("_L", bound=Listener)
 
+#: What `serve` and `run` take as ``server``: a `Server`, or a class or
+#: factory making one inside the running loop.
 ServerSpec = Server | Callable[[], Server]
+
+#: What the testing helpers take: any `Listener` (a plain `.TCPServer`
+#: too), or a class or factory making one.
+ListenerSpec = Listener | Callable[[], Listener]
 
 
 def instantiate(spec: _L | Callable[[], _L]) -> _L:

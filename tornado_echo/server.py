@@ -29,8 +29,8 @@ from tornado_echo.logs import conn_log, format_address, log_connection_error
 from tornado_echo.tls import TLSStream
 
 if TYPE_CHECKING:
-    from tornado_echo.proxied import ProxyProtocol
-    from tornado_echo.proxy import ProxyHeader
+    from tornado_echo.proxy_header import ProxyHeader
+    from tornado_echo.proxy_protocol import ProxyProtocol
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "EchoServer", "TCPServerOptions", "TrackedTCPServer"]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from tornado.iostream import IOStream, StreamClosedError
@@ -32,7 +32,7 @@ from tornado.tcpclient import TCPClient
 from tornado.testing import AsyncTestCase, bind_unused_port
 
 from tornado_echo.errors import Error
-from tornado_echo.runner import Listener, instantiate
+from tornado_echo.runner import Listener, ListenerSpec, instantiate
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -54,9 +54,6 @@ DEFAULT_TIMEOUT = 5.0
 LEAK_TIMEOUT = 2.0
 
 _T = TypeVar("_T")
-
-#: A server (`.TCPServer`, `.RawEchoServer`, ...), or a class or factory making one.
-ServerSpec = Listener | Callable[[], Listener]
 
 
 class LeakedConnectionError(Error, AssertionError):
@@ -178,7 +175,7 @@ class LineClient:
 
 
 async def start_server(
-    server: ServerSpec, host: str = "127.0.0.1"
+    server: ListenerSpec, host: str = "127.0.0.1"
 ) -> tuple[Listener, ServerAddress]:
     """Listen on an unused port with ``server`` (an instance, class or factory).
 

@@ -1,4 +1,4 @@
-"""Fuzzes `tornado_echo.proxy.ProxyHeaderParser` with atheris (libFuzzer).
+"""Fuzzes `tornado_echo.proxy_header.ProxyHeaderParser` with atheris (libFuzzer).
 
 Run it for a bounded time; it stops by itself and fails on the first crash::
 
@@ -22,7 +22,11 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from tornado_echo.proxy import V1_MAX_LENGTH, ProxyHeaderError, ProxyHeaderParser
+    from tornado_echo.proxy_header import (
+        V1_MAX_LENGTH,
+        ProxyHeaderError,
+        ProxyHeaderParser,
+    )
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 STARTS = [
