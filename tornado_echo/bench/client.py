@@ -33,7 +33,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -293,10 +293,10 @@ async def closed_loop(
             conn.send_next()
         await _sleep_watching(run, warmup)
         run.count, run.latencies, run.measuring = 0, [], True
-        cpu0, server0, t0 = time.process_time(), _server_cpu(server_pid), loop.time()
+        cpu0, server0, t0 = time.process_time(), server_cpu(server_pid), loop.time()
         idle0 = 0.0 if spinner is None else spinner.idle
         await _sleep_watching(run, duration)
-        t1, server1, cpu1 = loop.time(), _server_cpu(server_pid), time.process_time()
+        t1, server1, cpu1 = loop.time(), server_cpu(server_pid), time.process_time()
         idle1 = 0.0 if spinner is None else spinner.idle
         run.measuring = False
         await _finish(run, conns)
@@ -362,20 +362,36 @@ class _Spinner:
         self._running = False
 
 
-def _server_cpu(pid: int | None) -> float | None:
+def server_cpu(pid: int | None) -> float | None:
+    """The CPU seconds of process ``pid`` so far; `None` for no pid."""
     return None if pid is None else process_cpu_seconds(pid)
 
 
-async def _sleep_watching(run: _Run, seconds: float) -> None:
-    """Sleep ``seconds``, failing early if the run failed or stalled."""
+async def sleep_watching(
+    seconds: float,
+    failure: Callable[[], BaseException | None],
+    last_progress: Callable[[], float],
+    stall_timeout: float,
+) -> None:
+    """Sleep ``seconds``, failing early if the run failed or stalled.
+
+    ``failure()`` is the run's error, if any, raised at once;
+    ``last_progress()`` the `time.monotonic` of the last reply.
+    """
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     while (left := end - loop.time()) > 0:
         await asyncio.sleep(min(left, 0.1))
-        if run.failure is not None:
-            raise run.failure
-        if time.monotonic() - run.last_reply > _STALL_TIMEOUT:
-            raise BenchError(f"no reply for {_STALL_TIMEOUT:g} s; is the server stuck?")
+        if (error := failure()) is not None:
+            raise error
+        if time.monotonic() - last_progress() > stall_timeout:
+            raise BenchError(f"no reply for {stall_timeout:g} s; is the server stuck?")
+
+
+async def _sleep_watching(run: _Run, seconds: float) -> None:
+    await sleep_watching(
+        seconds, lambda: run.failure, lambda: run.last_reply, _STALL_TIMEOUT
+    )
 
 
 async def _finish(run: _Run, conns: list[_EchoConnection]) -> None:

@@ -48,7 +48,8 @@ from tornado_echo.bench.client import (
     BenchError,
     default_loop,
     percentile,
-    process_cpu_seconds,
+    server_cpu,
+    sleep_watching,
 )
 from tornado_echo.bench.servers import python_argv
 from tornado_echo.loops import LOOPS, run_with
@@ -486,14 +487,12 @@ async def fairness(
 
 async def _watch(conn: _Writer, seconds: float) -> None:
     """Sleep ``seconds``, failing early if the run failed or stalled."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while (left := end - loop.time()) > 0:
-        await asyncio.sleep(min(left, 0.1))
-        if conn.failure is not None:
-            raise BenchError(conn.failure)
-        if time.monotonic() - conn.last_read > _IO_TIMEOUT:
-            raise BenchError(f"no echo for {_IO_TIMEOUT:g} s; is the server stuck?")
+    await sleep_watching(
+        seconds,
+        lambda: None if conn.failure is None else BenchError(conn.failure),
+        lambda: conn.last_read,
+        _IO_TIMEOUT,
+    )
 
 
 async def _finish(conn: _Checked) -> None:
@@ -524,11 +523,11 @@ async def bulk(
     conn = cast(_Checked, await _open(lambda: _Checked(chunk), port))
     try:
         await _watch(conn, warmup)
-        server0 = None if server_pid is None else process_cpu_seconds(server_pid)
+        server0 = server_cpu(server_pid)
         got0, cpu0, t0 = conn.received, time.process_time(), loop.time()
         await _watch(conn, duration)
         t1, cpu1, got1 = loop.time(), time.process_time(), conn.received
-        server1 = None if server_pid is None else process_cpu_seconds(server_pid)
+        server1 = server_cpu(server_pid)
         await _finish(conn)
     finally:
         conn.transport.abort()

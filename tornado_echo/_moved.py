@@ -1,0 +1,29 @@
+"""The module ``__getattr__`` of a module path that moved (PEP 562).
+
+It warns on use, not on import: importing every module (doctest
+collection, the API docs) must stay silent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+
+def moved_to(old: str, new: str) -> Callable[[str], Any]:
+    """A ``__getattr__`` for module ``old`` that serves ``new``'s public names."""
+
+    def __getattr__(name: str) -> Any:
+        module = importlib.import_module(new)
+        if name in module.__all__:
+            warnings.warn(
+                f"{old} is now {new}: import {name} from there",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(module, name)
+        raise AttributeError(f"module {old!r} has no attribute {name!r}")
+
+    return __getattr__
