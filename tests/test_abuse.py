@@ -90,10 +90,10 @@ def v1_header(source: str = "203.0.113.7", port: int = 4242) -> bytes:
 # byte echo, whose answer is what notices the reset there.
 RESET_CASES: dict[str, tuple[Callable[..., Any], bytes, bool]] = {
     "stream": (EchoServer, b"abc", False),
-    "stream --lines": (functools.partial(EchoServer, protocol=LineEcho), b"ab", False),
+    "stream --lines": (functools.partial(EchoServer, echo=LineEcho), b"ab", False),
     "compat": (RawEchoServer, b"abc", False),
     "compat --lines": (
-        functools.partial(RawEchoServer, protocol=LineEcho),
+        functools.partial(RawEchoServer, echo=LineEcho),
         b"ab",
         False,
     ),
@@ -113,7 +113,7 @@ RESET_CASES: dict[str, tuple[Callable[..., Any], bytes, bool]] = {
         v1_header() + b"ab",
         False,
     ),
-    "TLS --lines": (functools.partial(EchoServer, protocol=LineEcho), b"ab", True),
+    "TLS --lines": (functools.partial(EchoServer, echo=LineEcho), b"ab", True),
     "TLS lineserver": (LineEchoServer, b"ab", True),
 }
 
@@ -295,7 +295,7 @@ async def test_behind_proxy_protocol_the_host_is_the_real_client(
 ) -> None:
     server = make(
         proxy_protocol=True,
-        protocol=LineEcho,
+        echo=LineEcho,
         limits=Limits(max_connections_per_host=2),
     )
     port = await start(server)
@@ -361,9 +361,9 @@ FLOOD = Path(__file__).resolve().parent / "_flood.py"
 
 FAIRNESS_CASES: dict[str, tuple[Callable[..., Any], bool]] = {
     "stream": (EchoServer, False),
-    "stream --lines": (functools.partial(EchoServer, protocol=LineEcho), True),
+    "stream --lines": (functools.partial(EchoServer, echo=LineEcho), True),
     "compat": (RawEchoServer, False),
-    "compat --lines": (functools.partial(RawEchoServer, protocol=LineEcho), True),
+    "compat --lines": (functools.partial(RawEchoServer, echo=LineEcho), True),
     "lineserver": (LineEchoServer, True),
 }
 

@@ -19,7 +19,14 @@ from clients import HOST, TIMEOUT, roundtrip
 from conftest import Start
 
 import tornado_echo
-from tornado_echo import EchoServer, Limits, LineConnection, LineServer
+from tornado_echo import (
+    EchoServer,
+    Limits,
+    LineConnection,
+    LineEcho,
+    LineServer,
+    ListenOn,
+)
 from tornado_echo.compat import RawEchoServer
 from tornado_echo.listen import ListenError, bind
 from tornado_echo.proxy_protocol import ProxyProtocol
@@ -45,6 +52,8 @@ async def test_every_server_refuses_a_misspelled_keyword() -> None:
     _misspelt(lambda: Echo(delimeter=b"\r\n"), "delimeter")
     _misspelt(lambda: RawEchoServer(limit=Limits()), "limit")
     _misspelt(lambda: UdpEchoServer(limit=UdpLimits()), "limit")
+    _misspelt(lambda: EchoServer(ehco=LineEcho), "ehco")
+    _misspelt(lambda: RawEchoServer(high_water=1), "high_water")
     _misspelt(lambda: Limits(idle_timout=1), "idle_timout")
     _misspelt(lambda: ProxyProtocol(trust=["127.0.0.1/32"]), "trust")
 
@@ -53,7 +62,8 @@ async def test_every_entry_point_refuses_a_misspelled_keyword() -> None:
     # Refused at the call, before anything is bound or forked.
     _misspelt(lambda: tornado_echo.run(port=0, procesess=2), "procesess")
     _misspelt(lambda: tornado_echo.run(port=0, server_class=Echo), "server_class")
-    _misspelt(lambda: tornado_echo.serve(port=0, shutdown_timout=1), "shutdown_timout")
+    _misspelt(lambda: tornado_echo.serve(Echo, shutdown_timout=1), "shutdown_timout")
+    _misspelt(lambda: ListenOn(prot=0), "prot")
     _misspelt(lambda: start_server(Echo, hots=HOST), "hots")
     _misspelt(lambda: LineClient.connect(HOST, 1, delimeter=b"\r\n"), "delimeter")
 
@@ -74,6 +84,11 @@ async def test_bad_values_fail_when_the_server_is_built() -> None:
         (lambda: Echo(delimiter=b""), ValueError, "delimiter"),
         (lambda: Echo(max_line_length=0), ValueError, "max_line_length"),
         (lambda: UdpEchoServer(limits=Limits()), TypeError, "UdpLimits"),  # type: ignore[arg-type]
+        (lambda: ListenOn(port=70000), ValueError, "port"),
+        (lambda: ListenOn(host=5), TypeError, "host"),  # type: ignore[arg-type]
+        (lambda: ListenOn(unix_mode=0o1777), ValueError, "unix_mode"),
+        (lambda: ListenOn(port=None), ValueError, "nothing to listen on"),
+        (lambda: ListenOn(port=None, unix="/tmp/x", udp=True), ValueError, "udp"),
     ]
     for build, kind, word in cases:
         with pytest.raises(kind, match=word) as failure:
@@ -384,3 +399,83 @@ def test_the_moved_proxy_modules_still_work_with_a_warning() -> None:
                 assert getattr(module, name) is getattr(new, name), (old, name)
         with pytest.raises(AttributeError):
             module.not_a_name  # noqa: B018
+
+
+async def test_serve_takes_a_server_and_where_to_listen() -> None:
+    import functools
+
+    from tornado_echo import LineEcho, ShutdownResult
+
+    bound: list[Any] = []
+    ready = asyncio.Event()
+
+    def on_ready(addresses: Any) -> None:
+        bound.extend(addresses)
+        ready.set()
+
+    echo = functools.partial(LineEcho, max_line_length=3, on_long_line="reply")
+    server = functools.partial(EchoServer, echo=echo)
+    task = asyncio.ensure_future(
+        tornado_echo.serve(
+            server,
+            ListenOn(port=0, host=HOST),
+            ready=on_ready,
+            handle_signals=False,
+            announce=False,
+        )
+    )
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await ready.wait()
+        [(_, port)] = bound
+        # The factory's settings took effect: its cap and its reply policy.
+        got = await roundtrip(port, b"ab\ntoo long\n")
+        assert got == b"ab\nERROR line too long\n"
+    finally:
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Sockets that are already listening are a place to listen too.
+    listener = socket.create_server((HOST, 0))
+    port = listener.getsockname()[1]
+    task = asyncio.ensure_future(
+        tornado_echo.serve(EchoServer, [listener], handle_signals=False, announce=False)
+    )
+    try:
+        assert await roundtrip(port, b"bytes") == b"bytes"
+    finally:
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert isinstance(ShutdownResult(drained=0, closed=0), ShutdownResult)
+
+
+def test_run_configures_servers_through_their_constructors() -> None:
+    # An instance cannot take settings after it is built: run says where
+    # they go, before binding anything.
+    with pytest.raises(TypeError, match="constructor"):
+        tornado_echo.run(port=0, server=object(), limits=Limits())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="impl"):
+        tornado_echo.run(port=0, server=Echo, impl="compat")
+
+
+async def test_settings_are_read_only_after_construction() -> None:
+    server = EchoServer(limits=Limits(idle_timeout=5))
+    assert server.limits.idle_timeout == 5
+    for name, value in (
+        ("limits", Limits()),
+        ("proxy_protocol", True),
+        ("log_connections", True),
+    ):
+        with pytest.raises(AttributeError):
+            setattr(server, name, value)
+
+
+async def test_the_old_protocol_keyword_still_works_with_a_warning() -> None:
+    from tornado_echo import ByteEcho, LineEcho
+
+    for make in (EchoServer, RawEchoServer):
+        with pytest.warns(DeprecationWarning, match="echo="):
+            server = make(protocol=LineEcho)
+        assert server.echo is LineEcho
+        assert make().echo is ByteEcho

@@ -285,7 +285,7 @@ async def test_closing_first_loses_nothing_the_client_has_yet_to_read(
                 finished.set()
             return out
 
-    server = IMPLS[impl](protocol=functools.partial(Watched, max_line_length=8))
+    server = IMPLS[impl](echo=functools.partial(Watched, max_line_length=8))
     port = (await start_tcp_server(server)).port
     owed = b"ok\n" * 300_000
     reader, writer = await connect(port)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import pytest
 import tornado
@@ -17,7 +18,7 @@ from conftest import StartServer
 
 from tornado_echo import _fastpath
 from tornado_echo._fastpath import FastPathIOStream, fast_path_enabled, stream_class
-from tornado_echo.halfclose import HalfCloseIOStream
+from tornado_echo._halfclose import HalfCloseIOStream
 from tornado_echo.server import EchoServer
 
 
@@ -44,17 +45,29 @@ def test_environment_variable_forces_the_public_path(
     assert stream_class() is FastPathIOStream
 
 
+class _Recording(EchoServer):
+    """Keeps the streams it serves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams: list[Any] = []
+
+    async def serve_stream(self, stream: Any, address: Any) -> None:
+        self.streams.append(stream)
+        await super().serve_stream(stream, address)
+
+
 async def test_server_streams_are_of_the_selected_class(
     start_tcp_server: StartServer,
 ) -> None:
-    server = EchoServer()
+    server = _Recording()
     port = (await start_tcp_server(server)).port
     reader, writer = await connect(port)
     try:
         writer.write(b"x")
         async with asyncio.timeout(TIMEOUT):
             assert await reader.readexactly(1) == b"x"
-        [stream] = list(server._connections)
+        [stream] = server.streams
         assert type(stream) is stream_class()
     finally:
         writer.close()

@@ -176,7 +176,7 @@ async def test_line_echo_counts_lines_and_overlong_lines(
     def protocol(peer: str) -> LineEcho:
         return LineEcho(peer, max_line_length=8, on_long_line="skip")
 
-    server = SERVER_CLASSES[driver](protocol=protocol)
+    server = SERVER_CLASSES[driver](echo=protocol)
     port = await start(server)
     # The first chunk takes the whole-lines shortcut, the second the framer.
     with ExpectLog("tornado_echo.lines", r".*line longer than 8", level=logging.INFO):

@@ -385,7 +385,7 @@ async def test_the_server_ends_every_tls_session_with_close_notify(
     )
     assert got == b"hi"
     # The client ends it: the server's close_notify answers the client's.
-    port = await start(EchoServer(ssl_options=context, protocol=LineEcho))
+    port = await start(EchoServer(ssl_options=context, echo=LineEcho))
     got = await loop.run_in_executor(
         None, lambda: blocking_exchange(port, client, b"one\ntwo\n", unwrap=True)
     )
@@ -407,7 +407,7 @@ async def test_lines_over_tls_echo_the_tail_after_a_tls_1_3_half_close(
 
     context = server_context(pki.cert_file, pki.key_file)
     if make_server is EchoServer:
-        server: Any = EchoServer(ssl_options=context, protocol=LineEcho)
+        server: Any = EchoServer(ssl_options=context, echo=LineEcho)
     else:
         server = TailEcho(ssl_options=context)
     port = await start(server)

@@ -19,15 +19,15 @@ if TYPE_CHECKING:
     from tornado_echo.compat import RawEchoServer
     from tornado_echo.echo import ByteEcho, LineEcho
     from tornado_echo.errors import Error
-    from tornado_echo.lifecycle import ShutdownResult
     from tornado_echo.limits import Limits
     from tornado_echo.lines import LineFramer
     from tornado_echo.lineserver import IncompleteReadError, LineConnection, LineServer
+    from tornado_echo.listen import ListenOn
     from tornado_echo.loops import LoopUnavailableError
     from tornado_echo.proxy_protocol import ProxyProtocol
     from tornado_echo.runner import ListenError, run, serve
     from tornado_echo.server import EchoServer
-    from tornado_echo.stats import ServerStats
+    from tornado_echo.stats import ServerStats, ShutdownResult
     from tornado_echo.tls import server_context
     from tornado_echo.udp import UdpEchoServer, UdpLimits
 
@@ -45,11 +45,12 @@ _EXPORTS = {
     "LineFramer": "tornado_echo.lines",
     "LineServer": "tornado_echo.lineserver",
     "ListenError": "tornado_echo.runner",
+    "ListenOn": "tornado_echo.listen",
     "LoopUnavailableError": "tornado_echo.loops",
     "ProxyProtocol": "tornado_echo.proxy_protocol",
     "RawEchoServer": "tornado_echo.compat",
     "ServerStats": "tornado_echo.stats",
-    "ShutdownResult": "tornado_echo.lifecycle",
+    "ShutdownResult": "tornado_echo.stats",
     "UdpEchoServer": "tornado_echo.udp",
     "UdpLimits": "tornado_echo.udp",
     "run": "tornado_echo.runner",
@@ -68,6 +69,7 @@ __all__ = [
     "LineFramer",
     "LineServer",
     "ListenError",
+    "ListenOn",
     "LoopUnavailableError",
     "ProxyProtocol",
     "RawEchoServer",

@@ -21,8 +21,8 @@ import enum
 import ipaddress
 from typing import Any, Final, Literal
 
-from tornado_echo.accept import Acceptor
-from tornado_echo.logs import conn_log
+from tornado_echo._accept import Acceptor
+from tornado_echo._logs import conn_log
 
 # An episode of "limit reached" ends, and is logged as over, only once this
 # share of the cap is free again: a server hovering at its cap would

@@ -40,7 +40,7 @@ from tornado.concurrent import Future
 from tornado.ioloop import IOLoop
 from tornado.iostream import _StreamBuffer
 
-from tornado_echo.halfclose import HalfCloseIOStream
+from tornado_echo._halfclose import HalfCloseIOStream
 
 #: The Tornado (major, minor) versions whose internals this module was read
 #: against and tested on.

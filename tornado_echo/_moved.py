@@ -27,3 +27,18 @@ def moved_to(old: str, new: str) -> Callable[[str], Any]:
         raise AttributeError(f"module {old!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def renamed_argument(owner: str, old: str, new: str, value: Any, default: Any) -> Any:
+    """The value of keyword ``new``, given ``old``'s ``value`` (None: not passed).
+
+    Passing the old name warns, and wins over the new one.
+    """
+    if value is None:
+        return default
+    warnings.warn(
+        f"{owner}({old}=...) is now {owner}({new}=...)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return value

@@ -6,13 +6,14 @@ import argparse
 import codecs
 import functools
 import logging
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 
 from tornado.log import enable_pretty_logging
 
 from tornado_echo import __version__
-from tornado_echo.echo import ByteEcho, LineEcho, ProtocolFactory
+from tornado_echo.echo import ByteEcho, EchoFactory, LineEcho
 from tornado_echo.errors import Error
 from tornado_echo.limits import FD_RESERVE, Limits
 from tornado_echo.lines import DEFAULT_MAX_LINE_LENGTH, LONG_LINE_POLICIES
@@ -293,73 +294,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    protocol: ProtocolFactory = ByteEcho
-    if args.lines:
-        protocol = functools.partial(
-            LineEcho,
-            delimiter=args.delimiter,
-            max_line_length=args.max_line_length,
-            on_long_line=args.on_long_line,
-        )
     if (args.keyfile or args.ca_certs) and not args.certfile:
         parser.error("--keyfile and --ca-certs need --certfile")
     if args.certfile and args.impl != "stream":
         parser.error("TLS needs --impl stream")
-    proxy_options = args.proxy_from is not None or args.proxy_timeout is not None
-    if proxy_options and not args.proxy_protocol:
-        parser.error("--proxy-from and --proxy-timeout need --proxy-protocol")
-    proxy_protocol: ProxyProtocol | bool = False
-    if args.proxy_protocol:
-        try:
-            proxy_protocol = ProxyProtocol(
-                trusted=tuple(args.proxy_from or ()),
-                header_timeout=(
-                    DEFAULT_HEADER_TIMEOUT
-                    if args.proxy_timeout is None
-                    else args.proxy_timeout
-                ),
-            )
-        except ValueError as exc:
-            parser.error(str(exc))
+    proxy_protocol = _proxy_protocol(parser, args)
     # --unix alone listens only there; with --host or --port, on both.
     tcp_wanted = args.unix is None or args.host is not None or args.port is not None
     port = (_DEFAULT_PORT if args.port is None else args.port) if tcp_wanted else None
     hosts = args.host if args.host is not None else [_DEFAULT_HOST]
     if args.udp and port is None:
         parser.error("--udp needs a TCP port (--port or --host)")
-    limits = Limits(
-        max_connections=args.max_connections,
-        max_connections_per_host=args.max_connections_per_host,
-        idle_timeout=args.idle_timeout,
-        write_timeout=args.write_timeout,
-        handshake_timeout=args.handshake_timeout,
-    )
     root = logging.getLogger()
     enable_pretty_logging(logger=root)
     root.setLevel(args.log_level.upper())
     try:
-        ssl_options = (
-            server_context(args.certfile, args.keyfile, args.ca_certs)
-            if args.certfile
-            else None
+        server = functools.partial(
+            make_server,
+            args.impl,
+            _echo(args),
+            limits=_limits(args),
+            ssl_options=_ssl_options(args),
+            proxy_protocol=proxy_protocol,
+            log_connections=args.log_connections,
         )
         run(
             port,
             hosts,
-            server=functools.partial(
-                make_server,
-                args.impl,
-                protocol,
-                limits=limits,
-                ssl_options=ssl_options,
-            ),
+            server=server,
             shutdown_timeout=args.shutdown_timeout,
             unix=args.unix,
             unix_mode=args.unix_mode,
             udp=args.udp,
             stats_interval=args.stats_interval,
-            proxy_protocol=proxy_protocol,
-            log_connections=args.log_connections,
             loop=args.loop,
             processes=args.processes,
         )
@@ -367,6 +334,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tornado-echo: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _echo(args: argparse.Namespace) -> EchoFactory:
+    if not args.lines:
+        return ByteEcho
+    return functools.partial(
+        LineEcho,
+        delimiter=args.delimiter,
+        max_line_length=args.max_line_length,
+        on_long_line=args.on_long_line,
+    )
+
+
+def _proxy_protocol(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> ProxyProtocol | None:
+    proxy_options = args.proxy_from is not None or args.proxy_timeout is not None
+    if proxy_options and not args.proxy_protocol:
+        parser.error("--proxy-from and --proxy-timeout need --proxy-protocol")
+    if not args.proxy_protocol:
+        return None
+    timeout = args.proxy_timeout
+    try:
+        return ProxyProtocol(
+            trusted=tuple(args.proxy_from or ()),
+            header_timeout=DEFAULT_HEADER_TIMEOUT if timeout is None else timeout,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(
+        max_connections=args.max_connections,
+        max_connections_per_host=args.max_connections_per_host,
+        idle_timeout=args.idle_timeout,
+        write_timeout=args.write_timeout,
+        handshake_timeout=args.handshake_timeout,
+    )
+
+
+def _ssl_options(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.certfile:
+        return None
+    return server_context(args.certfile, args.keyfile, args.ca_certs)
 
 
 if __name__ == "__main__":  # pragma: no cover

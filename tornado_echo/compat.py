@@ -91,16 +91,17 @@ from typing import TYPE_CHECKING, Any
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
-from tornado_echo._readiness import raise_pending_error
-from tornado_echo.echo import ByteEcho, ProtocolFactory
-from tornado_echo.lifecycle import (
+from tornado_echo._lifecycle import (
     DEFAULT_CHUNK_SIZE,
     LINGER_TIMEOUT,
     ServerLifecycle,
     Slot,
 )
+from tornado_echo._logs import format_address, log_connection_error
+from tornado_echo._moved import renamed_argument
+from tornado_echo._readiness import raise_pending_error
+from tornado_echo.echo import ByteEcho, EchoFactory
 from tornado_echo.limits import Limits
-from tornado_echo.logs import format_address, log_connection_error
 
 if TYPE_CHECKING:
     from tornado_echo.proxy_header import ProxyHeader
@@ -116,7 +117,7 @@ class RawEchoServer(ServerLifecycle):
     `~.ServerLifecycle.stop`, `~.ServerLifecycle.shutdown`,
     `~.ServerLifecycle.stats` and `~.ServerLifecycle.connection_count`.
 
-    ``protocol`` decides what is sent back, as for `.EchoServer` (the same
+    ``echo`` decides what is sent back, as for `.EchoServer` (the same
     `.ByteEcho` or `.LineEcho` objects run on both). ``high_water_mark`` is
     how many queued bytes per connection stop the server from reading more
     from that client; ``read_chunk_size`` is the most one ``recv`` asks for;
@@ -129,13 +130,11 @@ class RawEchoServer(ServerLifecycle):
        The ``limits`` argument and `~.ServerLifecycle.stats`.
     """
 
-    #: The loop the listeners were added on; connections register with it.
-    _io_loop: IOLoop
-
     def __init__(
         self,
         *,
-        protocol: ProtocolFactory = ByteEcho,
+        echo: EchoFactory = ByteEcho,
+        protocol: EchoFactory | None = None,
         read_chunk_size: int = DEFAULT_CHUNK_SIZE,
         high_water_mark: int = DEFAULT_CHUNK_SIZE,
         accepts_per_event: int = 128,
@@ -150,15 +149,20 @@ class RawEchoServer(ServerLifecycle):
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value!r}")
-        self.protocol = protocol
-        self.read_chunk_size = read_chunk_size
-        self.high_water_mark = high_water_mark
-        self._init_lifecycle(
-            limits,
-            accepts_per_event,
+        ServerLifecycle.__init__(
+            self,
+            limits=limits,
             proxy_protocol=proxy_protocol,
             log_connections=log_connections,
+            accepts_per_event=accepts_per_event,
         )
+        #: What it echoes: called once per connection with the peer's address.
+        self.echo = renamed_argument(
+            "RawEchoServer", "protocol", "echo", protocol, echo
+        )
+        self.read_chunk_size = read_chunk_size
+        self.high_water_mark = high_water_mark
+        self._io_loop: IOLoop | None = None
 
     def listen(
         self,
@@ -176,10 +180,28 @@ class RawEchoServer(ServerLifecycle):
             bind_sockets(port, address, family, backlog, reuse_port=reuse_port)
         )
 
+    @property
+    def loop(self) -> IOLoop:
+        """The `.IOLoop` it accepts on, which its connections register with."""
+        if self._io_loop is None:
+            raise RuntimeError("the server is not listening yet")
+        return self._io_loop
+
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """Start accepting on already-bound listening sockets."""
         self._io_loop = IOLoop.current()
-        super().add_sockets(sockets)
+        self._start_accepting(sockets)
+
+    def add_socket(self, sock: socket.socket) -> None:
+        """Singular version of `add_sockets`."""
+        self.add_sockets([sock])
+
+    def stop(self) -> None:
+        """Stop accepting and close the listeners; connections keep running.
+
+        See `~.ServerLifecycle.shutdown` to drain them.
+        """
+        self._stop_accepting()
 
     def _on_accepted(
         self,
@@ -204,10 +226,10 @@ class _RawConnection:
 
     __slots__ = (
         "_closed",
+        "_echo",
         "_interest",
         "_linger_timer",
         "_peer_eof",
-        "_protocol",
         "_queue",
         "_queued",
         "_server",
@@ -223,7 +245,7 @@ class _RawConnection:
         self._server = server
         self._sock = sock
         self.address = address
-        self._protocol = server.protocol(format_address(address))
+        self._echo = server.echo(format_address(address))
         self._queue: collections.deque[memoryview] | None = None
         self._queued = 0
         self._peer_eof = False
@@ -235,10 +257,10 @@ class _RawConnection:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._interest = IOLoop.READ
-        server._io_loop.add_handler(sock, self._on_events, IOLoop.READ)
+        server.loop.add_handler(sock, self._on_events, IOLoop.READ)
         server.track_connection(self, slot)
-        if hasattr(self._protocol, "lines"):
-            server.count_lines(self, self._protocol)  # type: ignore[arg-type]
+        if hasattr(self._echo, "lines"):
+            server.count_lines(self, self._echo)
 
     @property
     def socket(self) -> Socket:
@@ -261,7 +283,7 @@ class _RawConnection:
             self.close()
 
     def _on_readable(self) -> None:
-        protocol = self._protocol
+        protocol = self._echo
         if self._linger_timer is not None or protocol.finished:
             # Lingering, or a READ event queued before interest changed.
             self._drop_input()
@@ -327,7 +349,7 @@ class _RawConnection:
             queue.popleft()
         if not queue:
             self._queue = None
-            if self._protocol.finished:
+            if self._echo.finished:
                 self._stop_reading()
                 return
         self._update_interest()
@@ -344,13 +366,13 @@ class _RawConnection:
     def _update_interest(self) -> None:
         interest = 0
         if self._linger_timer is not None or (
-            not self._protocol.finished and self._queued < self._server.high_water_mark
+            not self._echo.finished and self._queued < self._server.high_water_mark
         ):
             interest = IOLoop.READ
         if self._queue is not None:
             interest |= IOLoop.WRITE
         if interest != self._interest:
-            self._server._io_loop.update_handler(self._sock, interest)
+            self._server.loop.update_handler(self._sock, interest)
             self._interest = interest
 
     def _start_lingering(self) -> None:
@@ -358,9 +380,7 @@ class _RawConnection:
         # input unread, would reset the connection and destroy replies it
         # has yet to read. Send FIN, drop its input until it closes too.
         self._sock.shutdown(socket.SHUT_WR)
-        self._linger_timer = self._server._io_loop.call_later(
-            LINGER_TIMEOUT, self.close
-        )
+        self._linger_timer = self._server.loop.call_later(LINGER_TIMEOUT, self.close)
         self._update_interest()
 
     def _drop_input(self) -> None:
@@ -380,7 +400,7 @@ class _RawConnection:
         if self._closed:
             return
         self._closed = True
-        io_loop = self._server._io_loop
+        io_loop = self._server.loop
         if self._linger_timer is not None:
             io_loop.remove_timeout(self._linger_timer)
         # Before close(): afterwards fileno() is -1 and the removal would

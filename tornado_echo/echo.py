@@ -1,11 +1,11 @@
 """What an echo server says back: sans-IO echo protocols for both drivers.
 
 `.EchoServer` (on `.IOStream`) and `.RawEchoServer` (on raw fd handlers) do
-the I/O; an *echo protocol* decides what to send back. It is a plain
+the I/O; an *echo* (an `Echo` object) decides what to send back. It is a plain
 object, with no Tornado import: the driver feeds it every chunk it reads
 (``b""`` at end of input) and sends whatever it returns; once
-`~EchoProtocol.finished` is true the driver sends that last answer and
-closes. Both drivers run the same protocol objects, so the byte echo and
+`~Echo.finished` is true the driver sends that last answer and
+closes. Both drivers run the same echo objects, so the byte echo and
 the line echo behave the same on either.
 
 >>> proto = LineEcho("127.0.0.1:5000", max_line_length=4, on_long_line="reply")
@@ -21,8 +21,9 @@ True
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 # LONG_LINE_POLICIES is imported from here by code written before the
 # policy moved to `tornado_echo.lines`, its one home.
@@ -41,8 +42,12 @@ from tornado_echo.lines import (  # noqa: F401
 )
 
 
-class EchoProtocol(Protocol):
-    """The interface the drivers use."""
+class Echo(Protocol):
+    """What the drivers ask of an echo: `ByteEcho` and `LineEcho` are two.
+
+    .. versionchanged:: 0.3.0
+       Was ``EchoProtocol``; that name still works, with a warning.
+    """
 
     @property
     def finished(self) -> bool:
@@ -54,8 +59,22 @@ class EchoProtocol(Protocol):
         ...
 
 
-#: Builds one protocol object per connection, given the peer as ``host:port``.
-ProtocolFactory = Callable[[str], EchoProtocol]
+#: Builds one `Echo` per connection, given the peer as ``host:port``:
+#: `ByteEcho`, `LineEcho`, a `functools.partial` of one, or your own.
+#: (Was ``ProtocolFactory``; that name still works, with a warning.)
+EchoFactory = Callable[[str], Echo]
+
+_RENAMED = {"EchoProtocol": "Echo", "ProtocolFactory": "EchoFactory"}
+
+
+def __getattr__(name: str) -> Any:
+    new = _RENAMED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"tornado_echo.echo.{name} is now {new}", DeprecationWarning, stacklevel=2
+    )
+    return globals()[new]
 
 
 class ByteEcho:

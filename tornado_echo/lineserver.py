@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from tornado.iostream import IOStream, StreamClosedError
 
+from tornado_echo._fairness import next_turn
+from tornado_echo._halfclose import chunk_reader
+from tornado_echo._lifecycle import DEFAULT_CHUNK_SIZE
+from tornado_echo._logs import format_address
 from tornado_echo.errors import Error
-from tornado_echo.fairness import next_turn
-from tornado_echo.halfclose import chunk_reader
-from tornado_echo.lifecycle import DEFAULT_CHUNK_SIZE
 from tornado_echo.lines import (
     DEFAULT_MAX_LINE_LENGTH,
     LONG_LINE_REPLY,
@@ -27,7 +28,6 @@ from tornado_echo.lines import (
     check_long_line_policy,
     log_line_too_long,
 )
-from tornado_echo.logs import format_address
 from tornado_echo.server import TCPServerOptions, TrackedTCPServer
 
 if TYPE_CHECKING:
@@ -197,8 +197,7 @@ class LineConnection:
                 data = b""
             if not data:
                 self._at_eof = True
-            if len(data) < self._chunk_size and self._turn.running:
-                self._turn.waited()  # the socket is empty: tornado_echo.fairness
+            self._turn.after_read(len(data) == self._chunk_size)
             framer.receive_data(data)
         if not isinstance(event, RawData):
             self._partial_checked = False  # that line is done

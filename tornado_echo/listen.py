@@ -9,17 +9,19 @@ message says what went wrong.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import socket
 import stat
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from tornado.netutil import bind_sockets
 
+from tornado_echo._logs import format_address
 from tornado_echo.errors import Error
-from tornado_echo.logs import format_address
 
 #: The unix socket file mode when none is given: only our own user may
 #: connect (`tornado.netutil.bind_unix_socket` uses the same default).
@@ -263,6 +265,76 @@ def listening(
                 st = os.lstat(unix)
                 if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == ours:
                     os.unlink(unix)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class ListenOn:
+    """Where a server listens: a value, checked when it is made.
+
+    TCP on ``port`` at each of ``host`` (one host or several; ``""``,
+    ``"::"``, ``"*"`` or ``None`` is every interface, IPv4 and IPv6; port 0
+    picks a free one; ``port=None`` is no TCP), a unix domain socket at
+    ``unix`` with file mode ``unix_mode``, and with ``udp`` RFC 862 UDP echo
+    on the TCP port. `bind` binds them all::
+
+        from tornado_echo.listen import ListenOn
+
+        where = ListenOn(port=0, host=("127.0.0.1", "::1"))
+        with where.bind() as sockets:
+            print([s.getsockname()[1] for s in sockets])
+
+    `.serve` takes one, or sockets that are already listening.
+
+    .. versionadded:: 0.3.0
+    """
+
+    port: int | None = 10000
+    host: str | None | tuple[str, ...] = "127.0.0.1"
+    unix: str | None = None
+    unix_mode: int = DEFAULT_UNIX_MODE
+    udp: bool = False
+
+    def __post_init__(self) -> None:
+        port, host = self.port, self.host
+        if port is not None and not (
+            isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535
+        ):
+            raise ValueError(f"port must be None or 0 to 65535, not {port!r}")
+        if isinstance(host, (list, tuple)):
+            object.__setattr__(self, "host", tuple(host))
+            if not all(isinstance(h, str) for h in host):
+                raise TypeError(f"host must be a string or strings, not {host!r}")
+        elif not (host is None or isinstance(host, str)):
+            raise TypeError(f"host must be a string or strings, not {host!r}")
+        if not (self.unix is None or isinstance(self.unix, str)):
+            raise TypeError(f"unix must be a path string, not {self.unix!r}")
+        mode = self.unix_mode
+        if not (
+            isinstance(mode, int) and not isinstance(mode, bool) and 0 <= mode <= 0o777
+        ):
+            raise ValueError(
+                f"unix_mode must be a file mode from 0 to 0o777, not {mode!r}"
+            )
+        if not isinstance(self.udp, bool):
+            raise TypeError(f"udp must be True or False, not {self.udp!r}")
+        if self.udp and port is None:
+            raise ValueError("udp needs a TCP port: UDP echo listens on the TCP port")
+        if port is None and self.unix is None:
+            raise ValueError("nothing to listen on: give a port, a unix path, or both")
+
+    @property
+    def hosts(self) -> list[str | None]:
+        """``host`` as a list (every interface for an empty one)."""
+        if self.host is None or isinstance(self.host, str):
+            return [self.host]
+        return list(self.host) or [None]
+
+    def bind(self) -> AbstractContextManager[list[socket.socket]]:
+        """Bind every socket (`ListenError` if one cannot be); closed on exit.
+
+        On exit the unix socket file is removed too, if it is still ours.
+        """
+        return listening(self.port, self.hosts, self.unix, self.unix_mode, self.udp)
 
 
 def describe(sock: socket.socket) -> str:

@@ -30,8 +30,8 @@ from typing import Any
 
 from tornado.ioloop import IOLoop
 
+from tornado_echo._logs import conn_log, format_address
 from tornado_echo._readiness import raise_pending_error
-from tornado_echo.logs import conn_log, format_address
 from tornado_echo.proxy_header import (
     V1_MAX_LENGTH,
     ProxyHeader,

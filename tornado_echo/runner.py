@@ -1,9 +1,17 @@
-"""`run` and `serve`: start a server, log where it listens, drain on a signal."""
+"""`run` and `serve`: start a server, log where it listens, drain on a signal.
+
+`serve` takes three separate things: what to serve (a server, or a class or
+factory that builds one with its settings), where to listen (a
+`.ListenOn`, or sockets already listening), and how to run (the drain
+deadline, the stats interval, signals). `run` is the blocking form, with
+keyword shortcuts for all three.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -11,32 +19,23 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Literal,
-    Protocol,
-    TypedDict,
-    TypeVar,
-    cast,
-)
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from tornado.ioloop import PeriodicCallback
 
 from tornado_echo import systemd
-from tornado_echo.echo import ByteEcho, ProtocolFactory
+from tornado_echo.echo import ByteEcho, EchoFactory
 from tornado_echo.errors import Error
-from tornado_echo.lifecycle import ShutdownResult
 from tornado_echo.limits import Limits
 from tornado_echo.listen import (
     DEFAULT_UNIX_MODE,
     ListenError,
+    ListenOn,
     bind,
     describe,
-    listening,
 )
 from tornado_echo.loops import LoopName, run_with
-from tornado_echo.stats import ServerStats
+from tornado_echo.stats import ServerStats, ShutdownResult
 
 if TYPE_CHECKING:
     from tornado_echo.proxy_protocol import ProxyProtocol
@@ -45,7 +44,7 @@ __all__ = [
     "IMPLS",
     "Impl",
     "ListenError",
-    "ServeOptions",
+    "ListenOn",
     "Server",
     "WorkersFailedError",
     "bind",
@@ -59,6 +58,10 @@ log = logging.getLogger("tornado_echo")
 Impl = Literal["stream", "compat"]
 IMPLS: tuple[Impl, ...] = ("stream", "compat")
 
+Host = str | None
+
+_DEFAULT_LISTEN = ListenOn()
+
 
 class Listener(Protocol):
     """Anything that serves on listening sockets, like a `.TCPServer`."""
@@ -70,15 +73,6 @@ class Listener(Protocol):
 
 class Server(Listener, Protocol):
     """What `serve` needs of a server: `.EchoServer` and `.RawEchoServer` fit."""
-
-    limits: Limits
-    log_connections: bool
-
-    @property
-    def proxy_protocol(self) -> ProxyProtocol | None: ...
-
-    @proxy_protocol.setter
-    def proxy_protocol(self, value: ProxyProtocol | bool | None) -> None: ...
 
     @property
     def stats(self) -> ServerStats: ...
@@ -103,11 +97,12 @@ def instantiate(spec: _L | Callable[[], _L]) -> _L:
     """``spec`` itself if it is a server; otherwise call it to make one.
 
     Servers must be created inside the running loop, so APIs take a class
-    or factory and call this there.
+    or factory and call this there. A server is not callable; a class or
+    a factory is.
     """
-    if isinstance(spec, type) or not hasattr(spec, "add_sockets"):
-        return cast(Callable[[], _L], spec)()
-    return cast(_L, spec)
+    if callable(spec):
+        return spec()
+    return spec
 
 
 class WorkersFailedError(Error, RuntimeError):
@@ -116,70 +111,76 @@ class WorkersFailedError(Error, RuntimeError):
 
 def make_server(
     impl: Impl = "stream",
-    protocol: ProtocolFactory = ByteEcho,
+    echo: EchoFactory = ByteEcho,
     *,
     limits: Limits | None = None,
     ssl_options: ssl.SSLContext | None = None,
+    proxy_protocol: ProxyProtocol | bool | None = None,
+    log_connections: bool = False,
 ) -> Server:
     """A new echo server of the named implementation (call inside a loop).
 
-    ``protocol`` is what it echoes (`.ByteEcho` or `.LineEcho`), whichever
+    ``echo`` is what it echoes (`.ByteEcho` or `.LineEcho`), whichever
     implementation runs it. TLS needs the ``"stream"`` implementation.
     """
     if impl == "stream":
         from tornado_echo.server import EchoServer
 
-        return EchoServer(protocol=protocol, limits=limits, ssl_options=ssl_options)
+        return EchoServer(
+            echo=echo,
+            limits=limits,
+            ssl_options=ssl_options,
+            proxy_protocol=proxy_protocol,
+            log_connections=log_connections,
+        )
     if impl == "compat":
         if ssl_options is not None:
             raise ValueError("TLS needs the stream implementation, not compat")
         from tornado_echo.compat import RawEchoServer
 
-        return RawEchoServer(protocol=protocol, limits=limits)
+        return RawEchoServer(
+            echo=echo,
+            limits=limits,
+            proxy_protocol=proxy_protocol,
+            log_connections=log_connections,
+        )
     raise ValueError(f"impl must be one of {', '.join(IMPLS)}, not {impl!r}")
 
 
-class ServeOptions(TypedDict, total=False):
-    """The keyword arguments `serve` and `run` share (see `serve`)."""
+def _server_spec(
+    server: ServerSpec | None, impl: Impl, options: dict[str, Any]
+) -> ServerSpec:
+    """What `run` serves: ``server``, built with the ``options`` it was given."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLS)}, not {impl!r}")
+    if server is None:
+        return functools.partial(make_server, impl, **options)
+    if impl != "stream":
+        raise ValueError(
+            "impl picks the built-in echo server: leave it out with server="
+        )
+    # The server's constructor takes them: nothing is set on it afterwards.
+    given = {name: value for name, value in options.items() if value}
+    if not given:
+        return server
+    if not callable(server):
+        raise TypeError(
+            f"pass {', '.join(sorted(given))} to the server's constructor, "
+            "or pass its class to run()"
+        )
+    return functools.partial(server, **given)
 
-    impl: Impl
-    server: ServerSpec | None
-    shutdown_timeout: float
-    limits: Limits | None
-    ssl_options: ssl.SSLContext | None
-    proxy_protocol: ProxyProtocol | bool
-    log_connections: bool
-    unix: str | None
-    unix_mode: int
-    udp: bool
-    stats_interval: float
 
-
-Host = str | None
-
-
-def _hosts(host: Host | Sequence[str]) -> list[str | None]:
-    if host is None or isinstance(host, str):
-        return [host]
-    return list(host) or [None]
+def _echo_server() -> Server:
+    return make_server()
 
 
 async def serve(
-    port: int | None = 10000,
-    host: Host | Sequence[str] = "127.0.0.1",
-    *,
-    impl: Impl = "stream",
     server: ServerSpec | None = None,
+    listen: ListenOn | Sequence[socket.socket] = _DEFAULT_LISTEN,
+    *,
     shutdown_timeout: float = 10.0,
-    limits: Limits | None = None,
-    ssl_options: ssl.SSLContext | None = None,
-    proxy_protocol: ProxyProtocol | bool = False,
-    log_connections: bool = False,
-    unix: str | None = None,
-    unix_mode: int = DEFAULT_UNIX_MODE,
-    udp: bool = False,
     stats_interval: float = 0.0,
-    sockets: Sequence[socket.socket] | None = None,
     ready: Callable[[Sequence[Any]], None] | None = None,
     handle_signals: bool = True,
     announce: bool = True,
@@ -187,78 +188,60 @@ async def serve(
     """Serve until SIGINT or SIGTERM (or cancellation), then shut down gracefully.
 
     The coroutine form of `run`, for applications that own their event loop.
-    ``server`` is a server instance, or a class or factory called with no
-    arguments inside the running loop; without it, ``impl`` picks the echo
-    implementation (``"stream"`` for `.EchoServer`, ``"compat"`` for
-    `.RawEchoServer`).
+    It keeps apart what to serve, where, and how to run:
 
-    Where it listens: ``port`` on ``host``, which may be a list of hosts
-    (``""`` or ``"::"`` means every interface, IPv4 and IPv6); ``port`` 0
-    picks a free port and ``None`` means no TCP. ``unix`` adds a unix domain
-    socket with file mode ``unix_mode``; a stale socket file is replaced,
-    anything else at that path is an error, and the file is removed on exit.
-    ``udp`` also serves RFC 862 UDP echo on the TCP port (`.UdpEchoServer`,
-    with its rate limits). ``sockets`` (already listening, e.g. from systemd;
-    UDP ones are served as UDP echo) replaces all of that.
-    The ``listening on`` log lines and ``ready``, called with the bound
-    addresses, show the real ones. Raises `.ListenError` if an address
-    cannot be bound.
+    * ``server`` is a server instance, or a class or factory called with no
+      arguments inside the running loop (an `.EchoServer` if omitted). Its
+      settings (limits, TLS, PROXY protocol) are its constructor's.
+    * ``listen`` is a `.ListenOn` (ports, hosts, a unix socket, UDP), or
+      sockets that are already listening (from systemd, say; UDP ones are
+      served as UDP echo by a `.UdpEchoServer`). A `.ListenOn` is bound
+      here, and `.ListenError` says why if it cannot be.
+    * ``stats_interval`` > 0 logs the server's `.ServerStats` that often.
+      The ``listening on`` log lines (unless ``announce`` is false) and
+      ``ready``, called with the bound addresses, show the real ones.
 
-    ``limits`` (a `.Limits`) and ``ssl_options`` (an `ssl.SSLContext`, see
-    `.server_context`) are applied to the server, and so are
-    ``proxy_protocol`` (``True`` or a `.ProxyProtocol`: every connection
-    starts with a PROXY protocol header, and the server sees the client's
-    real address) and ``log_connections`` (one INFO line per connection at
-    open and close). ``stats_interval`` > 0 logs
-    the server's `.ServerStats` that often.
-
-    On SIGINT or SIGTERM it stops accepting, lets connections finish for up
-    to ``shutdown_timeout`` seconds, closes the rest, logs a summary with
-    the stats, and returns the `.ShutdownResult`. A second SIGINT closes
-    every connection at once. Under systemd (``NOTIFY_SOCKET``), it sends
-    ``READY=1`` once listening and ``STOPPING=1`` when it starts to drain.
+    On SIGINT, SIGTERM or SIGHUP it stops accepting, lets connections
+    finish for up to ``shutdown_timeout`` seconds, closes the rest, logs a
+    summary with the stats, and returns the `.ShutdownResult`. A second
+    SIGINT closes every connection at once. ``handle_signals=False`` leaves
+    signals alone: cancel the task to stop it. Under systemd
+    (``NOTIFY_SOCKET``), it sends ``READY=1`` once listening and
+    ``STOPPING=1`` when it starts to drain.
 
     ::
 
         import asyncio
-        import tornado_echo
+        import functools
+        from tornado_echo import EchoServer, LineEcho, Limits, ListenOn, serve
 
-        asyncio.run(tornado_echo.serve(port=10000))
+        server = functools.partial(
+            EchoServer, echo=LineEcho, limits=Limits(idle_timeout=60)
+        )
+        asyncio.run(serve(server, ListenOn(port=10000)))
 
     .. versionadded:: 0.1.0
 
     .. versionchanged:: 0.3.0
-       Several hosts, ``unix``, ``sockets``, ``limits``, ``ssl_options``,
+       ``serve(server, listen, ...)``: where to listen is a `.ListenOn` or
+       a list of sockets, and the server's settings go to its constructor;
        ``stats_interval``; a second SIGINT closes every connection.
     """
-    if shutdown_timeout < 0:
-        raise ValueError(f"shutdown_timeout must be >= 0, not {shutdown_timeout!r}")
-    if stats_interval < 0:
-        raise ValueError(f"stats_interval must be >= 0, not {stats_interval!r}")
+    for name, value in (
+        ("shutdown_timeout", shutdown_timeout),
+        ("stats_interval", stats_interval),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name} must be a number >= 0, not {value!r}")
     with contextlib.ExitStack() as stack:
-        if sockets is None:
-            sockets = stack.enter_context(
-                listening(port, _hosts(host), unix, unix_mode, udp)
-            )
-        srv = (
-            make_server(impl, limits=limits, ssl_options=ssl_options)
-            if server is None
-            else instantiate(server)
-        )
-        if server is not None:
-            if limits is not None:
-                srv.limits = limits
-            if ssl_options is not None:
-                if not hasattr(srv, "ssl_options"):
-                    raise ValueError(f"{type(srv).__name__} does not support TLS")
-                srv.ssl_options = ssl_options
-        if proxy_protocol:
-            srv.proxy_protocol = proxy_protocol
-        if log_connections:
-            srv.log_connections = True
+        if isinstance(listen, ListenOn):
+            sockets = stack.enter_context(listen.bind())
+        else:
+            sockets = list(listen)
+        srv = instantiate(server if server is not None else _echo_server)
         return await _serve(
             srv,
-            list(sockets),
+            sockets,
             shutdown_timeout=shutdown_timeout,
             stats_interval=stats_interval,
             ready=ready,
@@ -266,6 +249,48 @@ async def serve(
             announce=announce,
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Signals:
+    """The stop signals while a server runs: the first drains, a second SIGINT closes."""
+
+    def __init__(self, srv: Server, install: bool) -> None:
+        self._srv = srv
+        self.stopping = asyncio.Event()
+        #: The first stop signal received, if one was.
+        self.received: signal.Signals | None = None
+        self._loop = asyncio.get_running_loop()
+        self._installed: list[signal.Signals] = []
+        if not install:
+            return
+        for sig in stop_signals():
+            try:
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                # Not the main thread, or a platform without it: the caller
+                # stops us by cancelling instead.
+                continue
+            self._installed.append(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if not self.stopping.is_set():
+            self.received = sig
+            self.stopping.set()
+        elif sig == signal.SIGINT:
+            count = self._srv.close_all()
+            log.info("second interrupt: closed %d connection(s) at once", count)
+
+    def how(self) -> str:
+        """`` on SIGTERM``, say, for the ``shutting down`` line."""
+        if self.received is None:
+            return ""
+        if self.received == signal.SIGHUP:
+            return " on SIGHUP, as on SIGTERM"
+        return f" on {self.received.name}"
+
+    def remove(self) -> None:
+        for sig in self._installed:
+            self._loop.remove_signal_handler(sig)
 
 
 async def _serve(
@@ -286,29 +311,7 @@ async def _serve(
 
         udp_server = UdpEchoServer()
         udp_server.add_sockets(datagram)
-    bound = [s.getsockname() for s in sockets]
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    received: list[signal.Signals] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        if not stopping.is_set():
-            received.append(sig)
-            stopping.set()
-        elif sig == signal.SIGINT:
-            count = srv.close_all()
-            log.info("second interrupt: closed %d connection(s) at once", count)
-
-    installed: list[signal.Signals] = []
-    if handle_signals:
-        for sig in stop_signals():
-            try:
-                loop.add_signal_handler(sig, on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                # Not the main thread, or a platform without it: the caller
-                # stops us by cancelling instead.
-                continue
-            installed.append(sig)
+    signals = _Signals(srv, handle_signals)
     reporter: PeriodicCallback | None = None
     if stats_interval > 0:
         reporter = PeriodicCallback(
@@ -322,16 +325,13 @@ async def _serve(
     systemd.notify("READY=1")
     try:
         if ready is not None:
-            ready(bound)
-        await stopping.wait()
+            ready([s.getsockname() for s in sockets])
+        await signals.stopping.wait()
         srv.stop()
         systemd.notify("STOPPING=1")
-        how = ""
-        if received:
-            how = f" on {received[0].name}"
-            if received[0] == signal.SIGHUP:
-                how += ", as on SIGTERM"
-        log.info("shutting down%s (up to %gs to drain)", how, shutdown_timeout)
+        log.info(
+            "shutting down%s (up to %gs to drain)", signals.how(), shutdown_timeout
+        )
     finally:
         if reporter is not None:
             reporter.stop()
@@ -341,8 +341,7 @@ async def _serve(
         try:
             result = await srv.shutdown(shutdown_timeout)
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            signals.remove()
         log.info("stopped: %s", srv.stats.summary())
     return result
 
@@ -391,7 +390,15 @@ def run(
         if __name__ == "__main__":
             tornado_echo.run(port=10000)
 
-    The other keyword arguments are `serve`'s. In addition:
+    Where to listen: ``port``, ``host`` (one or a list), ``unix``,
+    ``unix_mode`` and ``udp``, as `.ListenOn` takes them. What to serve:
+    ``impl`` picks the echo server (``"stream"`` for `.EchoServer`,
+    ``"compat"`` for `.RawEchoServer`), or ``server`` is your own. Either
+    is built with whichever of ``limits`` (a `.Limits`), ``ssl_options``
+    (an `ssl.SSLContext`, see `.server_context`), ``proxy_protocol``
+    (``True`` or a `.ProxyProtocol`) and ``log_connections`` (an INFO line
+    per connection) are given, so a ``server`` class or factory must take
+    them. ``shutdown_timeout`` and ``stats_interval`` are `serve`'s. Also:
 
     * Under systemd socket activation (``LISTEN_PID`` is this process and
       ``LISTEN_FDS`` is set), it serves on the inherited sockets instead of
@@ -409,72 +416,96 @@ def run(
     .. versionadded:: 0.1.0
 
     .. versionchanged:: 0.3.0
-       ``loop``, ``processes``, systemd socket activation, and `serve`'s
-       new options.
+       ``loop``, ``processes``, systemd socket activation, and the server
+       options, which go to the server's constructor.
     """
-    options: ServeOptions = {
-        "impl": impl,
-        "server": server,
-        "shutdown_timeout": shutdown_timeout,
+    where = ListenOn(
+        port=port, host=_host(host), unix=unix, unix_mode=unix_mode, udp=udp
+    )
+    options = {
         "limits": limits,
         "ssl_options": ssl_options,
         "proxy_protocol": proxy_protocol,
         "log_connections": log_connections,
-        "unix": unix,
-        "unix_mode": unix_mode,
-        "udp": udp,
-        "stats_interval": stats_interval,
     }
+    spec = _server_spec(server, impl, options)
+    how = _RunOptions(loop, shutdown_timeout, stats_interval)
     activated = systemd.listen_fds()
     for name, sock in activated:
         log.info("using systemd socket %r: %s", name, describe(sock))
-    inherited = [sock for _, sock in activated] or None
+    inherited = [sock for _, sock in activated]
     if processes == 1:
-        return run_with(loop, serve(port, host, sockets=inherited, **options))
-
-    from tornado_echo.processes import resolve_count, supervise
+        return how.serve(spec, inherited or where)
+    from tornado_echo.processes import resolve_count
 
     count = resolve_count(processes)
-    if (
-        server is not None
-        and hasattr(server, "add_sockets")
-        and not isinstance(server, type)
-    ):
-        raise ValueError("with several processes, pass a server class, not an instance")
+    if not callable(spec):
+        raise TypeError("with several processes, pass a server class, not an instance")
     with contextlib.ExitStack() as stack:
-        if inherited is None:
-            inherited = stack.enter_context(
-                listening(
-                    port,
-                    _hosts(host),
-                    unix,
-                    unix_mode,
-                    udp,
-                )
-            )
+        if not inherited:
+            inherited = stack.enter_context(where.bind())
         for sock in inherited:
             log.info("listening on %s", describe(sock))
-        results_r, results_w = os.pipe()
-        stack.callback(os.close, results_r)
-        child_options: dict[str, Any] = dict(options)
-        for name in ("unix", "unix_mode", "udp"):  # bound here, once
-            child_options.pop(name, None)
+        return _run_workers(count, spec, inherited, how)
+    raise AssertionError("unreachable")  # pragma: no cover
 
-        def worker(index: int) -> int:
-            os.close(results_r)
-            result = run_with(
-                loop,
-                serve(port, host, sockets=inherited, announce=False, **child_options),
-            )
-            # One short write, atomic on a pipe: the parent adds them up.
-            os.write(results_w, f"{result.drained} {result.closed}\n".encode())
-            return 0
 
+def _host(host: Host | Sequence[str]) -> str | None | tuple[str, ...]:
+    if host is None or isinstance(host, str):
+        return host
+    return tuple(host)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RunOptions:
+    """How `run` runs `serve`, in this process or in each worker."""
+
+    loop: LoopName
+    shutdown_timeout: float
+    stats_interval: float
+
+    def serve(
+        self,
+        spec: ServerSpec,
+        listen: ListenOn | Sequence[socket.socket],
+        announce: bool = True,
+    ) -> ShutdownResult:
+        return run_with(
+            self.loop,
+            serve(
+                spec,
+                listen,
+                shutdown_timeout=self.shutdown_timeout,
+                stats_interval=self.stats_interval,
+                announce=announce,
+            ),
+        )
+
+
+def _run_workers(
+    count: int,
+    spec: ServerSpec,
+    sockets: list[socket.socket],
+    how: _RunOptions,
+) -> ShutdownResult:
+    """Fork ``count`` workers serving on ``sockets``; their results added up."""
+    from tornado_echo.processes import supervise
+
+    results_r, results_w = os.pipe()
+
+    def worker(index: int) -> int:
+        os.close(results_r)
+        result = how.serve(spec, sockets, announce=False)
+        # One short write, atomic on a pipe: the parent adds them up.
+        os.write(results_w, f"{result.drained} {result.closed}\n".encode())
+        return 0
+
+    try:
         try:
             status = supervise(
                 count,
                 worker,
-                stop_timeout=shutdown_timeout + _WORKER_STOP_GRACE,
+                stop_timeout=how.shutdown_timeout + _WORKER_STOP_GRACE,
                 on_ready=functools.partial(_notify, "READY=1"),
                 on_stopping=functools.partial(_notify, "STOPPING=1"),
             )
@@ -486,6 +517,8 @@ def run(
                 if line.strip():
                     d, c = line.split()
                     drained, closed = drained + int(d), closed + int(c)
+    finally:
+        os.close(results_r)
     if status != 0:
         raise WorkersFailedError("a worker did not stop cleanly (see the log above)")
     return ShutdownResult(drained=drained, closed=closed)

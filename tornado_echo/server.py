@@ -6,6 +6,7 @@ import asyncio
 import errno
 import socket
 import ssl
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from tornado import gen
@@ -14,18 +15,19 @@ from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 from tornado.netutil import ssl_wrap_socket
 from tornado.tcpserver import TCPServer
 
+from tornado_echo._fairness import LoopShare, Turn
 from tornado_echo._fastpath import stream_class
-from tornado_echo.echo import ByteEcho, ProtocolFactory
-from tornado_echo.fairness import LoopShare, Turn
-from tornado_echo.halfclose import CountingIOStream, HalfClosingStream, chunk_reader
-from tornado_echo.lifecycle import (
+from tornado_echo._halfclose import CountingIOStream, HalfClosingStream, chunk_reader
+from tornado_echo._lifecycle import (
     DEFAULT_CHUNK_SIZE,
     LINGER_TIMEOUT,
     ServerLifecycle,
     Slot,
 )
+from tornado_echo._logs import conn_log, format_address, log_connection_error
+from tornado_echo._moved import renamed_argument
+from tornado_echo.echo import ByteEcho, EchoFactory
 from tornado_echo.limits import Limits
-from tornado_echo.logs import conn_log, format_address, log_connection_error
 from tornado_echo.tls import TLSStream
 
 if TYPE_CHECKING:
@@ -104,16 +106,40 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
                 "ssl_options must be an ssl.SSLContext (see server_context), "
                 f"not {type(ssl_options).__name__}"
             )
-        super().__init__(
+        # Both bases, each with its own arguments: TCPServer for what it
+        # keeps (TLS options, buffer sizes), the lifecycle for the rest.
+        TCPServer.__init__(
+            self,
             ssl_options=ssl_options,
             max_buffer_size=max_buffer_size,
             read_chunk_size=read_chunk_size,
         )
-        self._init_lifecycle(
-            limits, proxy_protocol=proxy_protocol, log_connections=log_connections
+        ServerLifecycle.__init__(
+            self,
+            limits=limits,
+            proxy_protocol=proxy_protocol,
+            log_connections=log_connections,
         )
         self._stream_class = stream_class()
         self._loop_share = LoopShare()
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        """Start accepting on already-bound listening sockets.
+
+        Instead of `.TCPServer`'s accept handler: see the class docstring.
+        """
+        self._start_accepting(sockets)
+
+    def add_socket(self, socket: socket.socket) -> None:
+        """Singular version of `add_sockets`."""
+        self._start_accepting([socket])
+
+    def stop(self) -> None:
+        """Stop accepting and close the listeners; connections keep running.
+
+        See `~.ServerLifecycle.shutdown` to drain them.
+        """
+        self._stop_accepting()
 
     def _on_accepted(
         self,
@@ -165,7 +191,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
         """Serve one connection until it ends, then always close it."""
         stream = self._adopt(stream)
-        if stream not in self._connections:
+        if not self.is_tracked(stream):
             # Handed to us directly, not through our own accepts.
             if isinstance(stream, CountingIOStream):
                 stream.address = address
@@ -202,7 +228,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
             reason = str(stream.error or error) or "connection closed"
         else:
             reason = f"not finished within {timeout:g}s"
-        self._handshake_failures += 1
+        self.count_handshake_failure()
         conn_log.debug("%s: TLS handshake failed: %s", format_address(address), reason)
         return False
 
@@ -270,15 +296,17 @@ class EchoServer(TrackedTCPServer):
     def __init__(
         self,
         *,
-        protocol: ProtocolFactory = ByteEcho,
+        echo: EchoFactory = ByteEcho,
+        protocol: EchoFactory | None = None,
         **options: Unpack[TCPServerOptions],
     ) -> None:
         super().__init__(**options)
-        self.protocol = protocol
+        #: What it echoes: called once per connection with the peer's address.
+        self.echo = renamed_argument("EchoServer", "protocol", "echo", protocol, echo)
 
     async def serve_stream(self, stream: IOStream, address: Any) -> None:
         """Echo ``stream`` until the protocol is finished (the hot path)."""
-        protocol = self.protocol(format_address(address))
+        protocol = self.echo(format_address(address))
         if hasattr(protocol, "lines"):
             self.count_lines(stream, protocol)  # type: ignore[arg-type]
         chunk_size = self.read_chunk_size or DEFAULT_CHUNK_SIZE
@@ -294,10 +322,9 @@ class EchoServer(TrackedTCPServer):
                 # The client's FIN: the protocol may still owe a last answer.
                 data = b""
             # A full read: more is waiting, and the next read would complete
-            # without returning to the loop (tornado_echo.fairness).
+            # without returning to the loop (tornado_echo._fairness).
             full = len(data) == chunk_size
-            if full and not turn.running:
-                turn.begin()
+            turn.after_read(full)
             out = protocol.receive_data(data)
             if out:
                 self.add_buffered(len(out))
@@ -305,7 +332,4 @@ class EchoServer(TrackedTCPServer):
                     await stream.write(out)
                 finally:
                     self.add_buffered(-len(out))
-            if full:
-                after_others = turn.due()
-            elif turn.running:
-                turn.waited()
+            after_others = full and turn.due()

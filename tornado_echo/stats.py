@@ -4,7 +4,8 @@ The drivers only ever add to plain integers: bytes are counted per
 connection by the stream or raw connection that moves them, and folded into
 the server's totals when the connection ends, so the hot path touches no
 shared object, takes no lock and allocates nothing. `ServerStats` is the
-frozen snapshot `.ServerLifecycle.stats` builds on demand.
+frozen snapshot a server's ``stats`` builds on demand, and `ShutdownResult`
+is what its ``shutdown`` did.
 """
 
 from __future__ import annotations
@@ -68,3 +69,15 @@ limit 0'
             f"PROXY headers rejected {self.proxy_rejected}; "
             f"over the per-host limit {self.host_limit_refused}"
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShutdownResult:
+    """What a server's ``shutdown`` did (and what `.run` and `.serve` return).
+
+    ``drained`` connections finished on their own before the deadline;
+    ``closed`` ones were still open at the deadline and were closed.
+    """
+
+    drained: int
+    closed: int

@@ -31,8 +31,8 @@ from typing import Any
 from tornado.iostream import IOStream, SSLIOStream
 from tornado.log import gen_log
 
+from tornado_echo._halfclose import HalfClosingStream
 from tornado_echo.errors import Error
-from tornado_echo.halfclose import HalfClosingStream
 
 
 class TLSConfigError(Error, ValueError):

@@ -78,10 +78,11 @@ from typing import Any
 from tornado.ioloop import IOLoop
 from tornado.log import app_log
 
+from tornado_echo._logs import format_address
+
 # Bound in tornado_echo.listen, with TCP and unix sockets; importable from
 # here as before.
 from tornado_echo.listen import bind_udp
-from tornado_echo.logs import format_address
 
 #: Logger for the exposure warning and for replies that could not be sent.
 log = logging.getLogger("tornado_echo.udp")
