@@ -81,6 +81,8 @@ _EXTERNAL_NAMES = (
     "bind_sockets",
 )
 nitpick_ignore_regex = [
+    # Internal modules (their docs are their docstrings) named in signatures.
+    ("py:class", r"tornado_echo\._\w+\.\w+"),
     (r"py:.*", rf"\.?({'|'.join(_EXTERNAL_MODULES)})(\..+)?"),
     (r"py:.*", rf"\.?({'|'.join(_EXTERNAL_NAMES)})(\..+)?"),
 ]

@@ -382,23 +382,35 @@ def test_other_tls_streams_keep_their_handshake_warnings() -> None:
     assert general.filter(record)
 
 
-def test_the_moved_proxy_modules_still_work_with_a_warning() -> None:
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("proxy", "proxy_header"),
+        ("proxied", "proxy_protocol"),
+        # Internal now: their old public names still resolve, with a warning.
+        ("accept", "_accept"),
+        ("lifecycle", "_lifecycle"),
+        ("halfclose", "_halfclose"),
+        ("fairness", "_fairness"),
+        ("logs", "_logs"),
+    ],
+)
+def test_the_moved_modules_still_work_with_a_warning(old: str, new: str) -> None:
     import importlib
     import warnings
 
-    from tornado_echo import proxy_header, proxy_protocol
-
-    for old, new in (("proxy", proxy_header), ("proxied", proxy_protocol)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            module = importlib.import_module(f"tornado_echo.{old}")  # silent
-        for name in new.__all__:
-            with pytest.warns(
-                DeprecationWarning, match=f"{new.__name__}: import {name}"
-            ):
-                assert getattr(module, name) is getattr(new, name), (old, name)
-        with pytest.raises(AttributeError):
-            module.not_a_name  # noqa: B018
+    target = importlib.import_module(f"tornado_echo.{new}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module = importlib.import_module(f"tornado_echo.{old}")  # silent
+    assert target.__all__
+    for name in target.__all__:
+        with pytest.warns(
+            DeprecationWarning, match=f"{target.__name__}: import {name}"
+        ):
+            assert getattr(module, name) is getattr(target, name), (old, name)
+    with pytest.raises(AttributeError):
+        module.not_a_name  # noqa: B018
 
 
 async def test_serve_takes_a_server_and_where_to_listen() -> None:

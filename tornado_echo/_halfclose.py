@@ -6,9 +6,10 @@ often has something left to say then: a reply to the unterminated tail, or
 the tail itself when echoing. `BaseIOStream` documents ``read_from_fd`` and
 ``close_fd`` as the methods a subclass provides; this one uses them to notice
 the FIN and to keep the socket open when that is why the stream closed.
-Later writes go through a fresh `.IOStream` on the same socket, which
-`~HalfClosingStream.close` releases; `~HalfClosingStream.finish` ends a
-conversation. `HalfClosingStream` holds this part, which `.TLSStream` shares.
+Later writes go through a fresh `.IOStream` on the same socket.
+`~HalfClosingStream.end` closes both, and `~HalfClosingStream.finish` ends
+a conversation without losing what the peer has yet to read.
+`HalfClosingStream` holds this part, which `.TLSStream` shares.
 
 The same two documented hooks, plus `~HalfCloseIOStream.write`, also take
 the two costs off an echo's hot path that need no knowledge of Tornado's
@@ -110,17 +111,18 @@ class HalfClosingStream(CountingIOStream):
     After a read fails with a clean `.StreamClosedError` because the peer
     ended its side (FIN, or a TLS 1.3 ``close_notify``), `peer_closed` is
     true and `write` still works: the socket is kept for a fresh stream of
-    ``_write_side_class``. `close` closes that too, and `finish` ends a
+    ``_write_side_class``. `end` closes that too, and `finish` ends a
     conversation without losing what the peer has yet to read.
     """
 
-    __slots__ = ("_write_side", "peer_closed")
+    __slots__ = ("_ended", "_write_side", "peer_closed")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: True once the peer has half-closed (sent FIN); writes still work.
         self.peer_closed = False
         self._write_side: IOStream | None = None
+        self._ended = False
 
     def _write_side_class(self) -> type[IOStream]:
         """The stream class that writes after the peer's end of input."""
@@ -131,7 +133,7 @@ class HalfClosingStream(CountingIOStream):
         self.socket.shutdown(socket.SHUT_WR)
 
     def close_fd(self) -> None:
-        if self.peer_closed and self.error is None:
+        if self.peer_closed and self.error is None and not self._ended:
             # Only our direction is left; the stream removed its IOLoop
             # handler before calling us, so a new stream may take the socket.
             self._write_side = self._write_side_class()(self.socket)
@@ -169,18 +171,30 @@ class HalfClosingStream(CountingIOStream):
             except (OSError, StreamClosedError, TimeoutError):
                 pass  # closed by the peer (the goal), reset, or out of time
         # An abandoned read leaves the stream unusable: close in every case.
-        self.close()
+        self.end()
+
+    def end(self) -> None:
+        """Close for good: the stream, and the write side kept after the peer's end.
+
+        The one way a conversation ends, after the last write (`finish`
+        calls it): idempotent.
+        """
+        if not self.closed():
+            self._ended = True  # close_fd must not keep the socket now
+            super().close()
+        write_side, self._write_side = self._write_side, None
+        if write_side is not None:
+            write_side.close()
 
     def close(self, exc_info: Any = False) -> None:
-        """Close the stream, and the write side kept after the peer's end.
+        """Close the stream, as `.IOStream.close` does.
 
-        The close that the peer's end of input causes inside the stream
-        keeps the socket for writing (`peer_closed`); any later call closes
-        it for good.
+        Tornado itself calls this at the peer's end of input, and then the
+        socket is kept for writing (`peer_closed`). Called on a stream that
+        is closed already (by the timeout sweep, say), it is `end`.
         """
-        if self.closed() and self._write_side is not None:
-            self._write_side.close()
-            self._write_side = None
+        if self.closed():
+            self.end()
             return
         super().close(exc_info)
 

@@ -103,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tornado-echo",
         description="A TCP echo server (RFC 862) on Tornado.",
     )
+    _add_listen_options(parser)
+    _add_tls_options(parser)
+    _add_proxy_options(parser)
+    _add_logging_options(parser)
+    _add_limits_options(parser)
+    _add_running_options(parser)
+    _add_lines_options(parser)
+    parser.add_argument("--version", action="version", version=__version__)
+    return parser
+
+
+def _add_listen_options(parser: argparse.ArgumentParser) -> None:
+    """Options for where to listen."""
     listen = parser.add_argument_group(
         "where to listen",
         "under systemd socket activation the inherited sockets are used instead",
@@ -146,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes sharing the sockets; 0 = one per CPU "
         "(default: %(default)s)",
     )
+
+
+def _add_tls_options(parser: argparse.ArgumentParser) -> None:
+    """Options for TLS."""
     tls = parser.add_argument_group("TLS", "serve TLS instead of plain TCP")
     tls.add_argument("--certfile", metavar="PATH", help="certificate chain (PEM)")
     tls.add_argument(
@@ -156,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="CA certificates (PEM); clients must present a certificate they signed",
     )
+
+
+def _add_proxy_options(parser: argparse.ArgumentParser) -> None:
+    """Options for the PROXY protocol."""
     proxy = parser.add_argument_group(
         "behind a load balancer",
         "PROXY protocol v1 and v2, as HAProxy's send-proxy and send-proxy-v2 send it",
@@ -180,12 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="close a connection whose header has not arrived by then "
         f"(default: {DEFAULT_HEADER_TIMEOUT:g})",
     )
+
+
+def _add_logging_options(parser: argparse.ArgumentParser) -> None:
+    """Options for connection logging."""
     parser.add_argument(
         "--log-connections",
         action="store_true",
         help="log each connection at INFO when it opens and closes, with the "
         "peer, bytes in and out, and duration",
     )
+
+
+def _add_limits_options(parser: argparse.ArgumentParser) -> None:
+    """Options for the limits."""
     limits = parser.add_argument_group("limits", "0 switches a timeout off")
     limits.add_argument(
         "--max-connections",
@@ -226,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="close a TLS connection whose handshake takes longer "
         "(default: %(default)g)",
     )
+
+
+def _add_running_options(parser: argparse.ArgumentParser) -> None:
+    """Options for the implementation, loop, shutdown and logging."""
     parser.add_argument(
         "--impl",
         choices=IMPLS,
@@ -261,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         help="(default: %(default)s)",
     )
+
+
+def _add_lines_options(parser: argparse.ArgumentParser) -> None:
+    """Options for line mode."""
     lines = parser.add_argument_group(
         "line mode", "echo complete lines; the unterminated tail is echoed at EOF"
     )
@@ -286,8 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="what an overlong line does: close the connection, skip the line, "
         "or reply with an error and skip it (default: %(default)s)",
     )
-    parser.add_argument("--version", action="version", version=__version__)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ read side by side with `.EchoServer`, which does the same job through
 classic example                     here
 ==================================  ==========================================
 ``add_handler(listen_fd, ...)``     `RawEchoServer.add_sockets`
-``connection_ready`` (accept)       `.Acceptor`, then
+``connection_ready`` (accept)       the acceptor, then
                                     ``RawEchoServer._on_accepted``
 per-client ``handle_events``        ``_RawConnection._on_events``
 ``message_queue``                   ``_RawConnection._queue`` (a deque)
@@ -29,7 +29,7 @@ What the classic version got wrong, and how it is fixed here:
   loop until ``EAGAIN``, at most ``accepts_per_event`` at a time so one busy
   listener cannot starve established connections, with a backlog of 128.
   Running out of file descriptors pauses accepting, with a growing backoff,
-  instead of spinning on a listener that stays readable (the `.Acceptor`
+  instead of spinning on a listener that stays readable (the the acceptor
   every server shares).
 * It assumed ``send`` writes everything. A partial send keeps the unsent
   remainder at the head of the queue.
@@ -112,10 +112,10 @@ class RawEchoServer(ServerLifecycle):
     """An echo server built on raw `.IOLoop` fd handlers.
 
     It behaves like `.EchoServer` (same echo, half-close, backpressure,
-    limits, timeouts, stats and `~.ServerLifecycle.shutdown`) and offers the
+    limits, timeouts, stats and ``shutdown``) and offers the
     same lifecycle surface: `listen`, `add_sockets`,
-    `~.ServerLifecycle.stop`, `~.ServerLifecycle.shutdown`,
-    `~.ServerLifecycle.stats` and `~.ServerLifecycle.connection_count`.
+    ``stop``, ``shutdown``,
+    ``stats`` and ``connection_count``.
 
     ``echo`` decides what is sent back, as for `.EchoServer` (the same
     `.ByteEcho` or `.LineEcho` objects run on both). ``high_water_mark`` is
@@ -127,7 +127,7 @@ class RawEchoServer(ServerLifecycle):
     .. versionadded:: 0.1.0
 
     .. versionchanged:: 0.3.0
-       The ``limits`` argument and `~.ServerLifecycle.stats`.
+       The ``limits`` argument and ``stats``.
     """
 
     def __init__(
@@ -199,7 +199,7 @@ class RawEchoServer(ServerLifecycle):
     def stop(self) -> None:
         """Stop accepting and close the listeners; connections keep running.
 
-        See `~.ServerLifecycle.shutdown` to drain them.
+        See ``shutdown`` to drain them.
         """
         self._stop_accepting()
 

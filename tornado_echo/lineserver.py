@@ -235,7 +235,7 @@ class LineServer(TrackedTCPServer):
     When the client half-closes, every line it sent is answered, then
     `handle_eof` runs with the unterminated tail (it may still write, except
     on TLS connections, where the close is final), then the connection
-    closes. Connections are tracked and `~.ServerLifecycle.shutdown` drains
+    closes. Connections are tracked and ``shutdown`` drains
     them, as for `.EchoServer`.
 
     The smallest server, runnable as is::

@@ -34,7 +34,7 @@ Unlike ``fork_processes``, `supervise` keeps the parent as a supervisor:
 
 
     def worker(index: int) -> int:
-        asyncio.run(tornado_echo.serve(sockets=sockets))
+        asyncio.run(tornado_echo.serve(tornado_echo.EchoServer, sockets))
         return 0
 
 

@@ -9,13 +9,11 @@ keyword shortcuts for all three.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import functools
 import logging
 import os
-import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from tornado.ioloop import PeriodicCallback
 
 from tornado_echo import systemd
+from tornado_echo._signals import StopSignals
 from tornado_echo.echo import ByteEcho, EchoFactory
 from tornado_echo.errors import Error
 from tornado_echo.limits import Limits
@@ -251,48 +250,6 @@ async def serve(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class _Signals:
-    """The stop signals while a server runs: the first drains, a second SIGINT closes."""
-
-    def __init__(self, srv: Server, install: bool) -> None:
-        self._srv = srv
-        self.stopping = asyncio.Event()
-        #: The first stop signal received, if one was.
-        self.received: signal.Signals | None = None
-        self._loop = asyncio.get_running_loop()
-        self._installed: list[signal.Signals] = []
-        if not install:
-            return
-        for sig in stop_signals():
-            try:
-                self._loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                # Not the main thread, or a platform without it: the caller
-                # stops us by cancelling instead.
-                continue
-            self._installed.append(sig)
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        if not self.stopping.is_set():
-            self.received = sig
-            self.stopping.set()
-        elif sig == signal.SIGINT:
-            count = self._srv.close_all()
-            log.info("second interrupt: closed %d connection(s) at once", count)
-
-    def how(self) -> str:
-        """`` on SIGTERM``, say, for the ``shutting down`` line."""
-        if self.received is None:
-            return ""
-        if self.received == signal.SIGHUP:
-            return " on SIGHUP, as on SIGTERM"
-        return f" on {self.received.name}"
-
-    def remove(self) -> None:
-        for sig in self._installed:
-            self._loop.remove_signal_handler(sig)
-
-
 async def _serve(
     srv: Server,
     sockets: list[socket.socket],
@@ -311,7 +268,7 @@ async def _serve(
 
         udp_server = UdpEchoServer()
         udp_server.add_sockets(datagram)
-    signals = _Signals(srv, handle_signals)
+    signals = StopSignals(srv, handle_signals)
     reporter: PeriodicCallback | None = None
     if stats_interval > 0:
         reporter = PeriodicCallback(
@@ -344,19 +301,6 @@ async def _serve(
             signals.remove()
         log.info("stopped: %s", srv.stats.summary())
     return result
-
-
-def stop_signals() -> tuple[signal.Signals, ...]:
-    """The signals that make a server drain and exit.
-
-    SIGINT, SIGTERM and SIGHUP: a closed terminal or a script's ``kill
-    -HUP`` must not kill the server without a drain (there is no
-    configuration to reload). SIGHUP is left alone when it is ignored, as
-    under ``nohup``.
-    """
-    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
-        return (signal.SIGINT, signal.SIGTERM)
-    return (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run(

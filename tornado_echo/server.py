@@ -67,7 +67,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
     """A `.TCPServer` that tracks, limits and always closes its connections.
 
     The shared base of `EchoServer` and `.LineServer`. Accepting goes
-    through the lifecycle's `.Acceptor` rather than Tornado's accept
+    through the lifecycle's the acceptor rather than Tornado's accept
     handler, which spins and logs a traceback per attempt when descriptors
     run out. ``handle_stream`` registers the stream, turns on TCP_NODELAY,
     finishes the TLS handshake within ``limits.handshake_timeout``, runs
@@ -78,7 +78,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
     .. versionadded:: 0.1.0
 
     .. versionchanged:: 0.3.0
-       The ``limits`` argument, `~.ServerLifecycle.stats`, and calm accepts.
+       The ``limits`` argument, ``stats``, and calm accepts.
     """
 
     def __init__(
@@ -137,7 +137,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
     def stop(self) -> None:
         """Stop accepting and close the listeners; connections keep running.
 
-        See `~.ServerLifecycle.shutdown` to drain them.
+        See ``shutdown`` to drain them.
         """
         self._stop_accepting()
 
@@ -210,7 +210,10 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
             log_connection_error(address, exc)
         finally:
             try:
-                stream.close()
+                if isinstance(stream, HalfClosingStream):
+                    stream.end()
+                else:
+                    stream.close()
             finally:
                 self.untrack_connection(stream)  # type: ignore[arg-type]
 
@@ -264,8 +267,8 @@ class EchoServer(TrackedTCPServer):
     written back, and the server closes the connection.
 
     Unlike a bare `.TCPServer`, the server tracks its connections:
-    `~.ServerLifecycle.connection_count` tells how many are open and
-    `~.ServerLifecycle.shutdown` drains them.
+    ``connection_count`` tells how many are open and
+    ``shutdown`` drains them.
     A handler that fails is logged once with the peer address, and its stream
     is always closed.
 
@@ -290,7 +293,7 @@ class EchoServer(TrackedTCPServer):
     .. versionadded:: 0.1.0
 
     .. versionchanged:: 0.2.0
-       The ``protocol`` argument; the stream is a `.HalfCloseIOStream`.
+       The ``protocol`` argument; the stream is a half-closing stream.
     """
 
     def __init__(

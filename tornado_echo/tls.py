@@ -135,7 +135,7 @@ class TLSStream(HalfClosingStream, SSLIOStream):
     error is the stream's ``error``, for the server to log at DEBUG); it
     sends ``close_notify`` when it ends a sound session; and under TLS 1.3
     it keeps writing after the peer's ``close_notify``, as
-    `.HalfCloseIOStream` does after a FIN.
+    the plain stream does after a FIN.
 
     .. versionadded:: 0.3.0
     """

@@ -170,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the memory of clients that never read. With no arguments: the full "
         "run (about 8 minutes on 2 cores).",
     )
+    _add_what_options(parser)
+    _add_how_options(parser)
+    _add_output_options(parser)
+    return parser
+
+
+def _add_what_options(parser: argparse.ArgumentParser) -> None:
+    """Options for what to measure."""
     what = parser.add_argument_group("what to measure")
     what.add_argument(
         "--sizes",
@@ -226,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"held for {FULL.stuck_clients} clients that never read, and whether "
         "it comes back); all, none, or a comma-separated list (default: all)",
     )
+
+
+def _add_how_options(parser: argparse.ArgumentParser) -> None:
+    """Options for how to measure."""
     how = parser.add_argument_group("how")
     how.add_argument(
         "--repeat",
@@ -277,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="let the client sleep between replies instead of busy-polling",
     )
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Options for where the results go."""
     out = parser.add_argument_group("output")
     out.add_argument(
         "--out",
@@ -292,7 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="markdown",
         help="what is printed on stdout at the end (default: %(default)s)",
     )
-    return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
