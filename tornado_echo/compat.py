@@ -12,7 +12,7 @@ read side by side with `.EchoServer`, which does the same job through
 classic example                     here
 ==================================  ==========================================
 ``add_handler(listen_fd, ...)``     `RawEchoServer.add_sockets`
-``connection_ready`` (accept)       the acceptor, then
+``connection_ready`` (accept)       the shared acceptor, then
                                     ``RawEchoServer._on_accepted``
 per-client ``handle_events``        ``_RawConnection._on_events``
 ``message_queue``                   ``_RawConnection._queue`` (a deque)
@@ -29,7 +29,7 @@ What the classic version got wrong, and how it is fixed here:
   loop until ``EAGAIN``, at most ``accepts_per_event`` at a time so one busy
   listener cannot starve established connections, with a backlog of 128.
   Running out of file descriptors pauses accepting, with a growing backoff,
-  instead of spinning on a listener that stays readable (the the acceptor
+  instead of spinning on a listener that stays readable (the acceptor
   every server shares).
 * It assumed ``send`` writes everything. A partial send keeps the unsent
   remainder at the head of the queue.

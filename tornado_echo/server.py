@@ -67,7 +67,7 @@ class TrackedTCPServer(ServerLifecycle, TCPServer):
     """A `.TCPServer` that tracks, limits and always closes its connections.
 
     The shared base of `EchoServer` and `.LineServer`. Accepting goes
-    through the lifecycle's the acceptor rather than Tornado's accept
+    through the lifecycle's own acceptor rather than Tornado's accept
     handler, which spins and logs a traceback per attempt when descriptors
     run out. ``handle_stream`` registers the stream, turns on TCP_NODELAY,
     finishes the TLS handshake within ``limits.handshake_timeout``, runs
@@ -293,7 +293,7 @@ class EchoServer(TrackedTCPServer):
     .. versionadded:: 0.1.0
 
     .. versionchanged:: 0.2.0
-       The ``protocol`` argument; the stream is a half-closing stream.
+       The ``protocol`` argument (now ``echo``); a half-closing stream.
     """
 
     def __init__(
