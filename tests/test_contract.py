@@ -416,7 +416,7 @@ def test_the_moved_modules_still_work_with_a_warning(old: str, new: str) -> None
 async def test_serve_takes_a_server_and_where_to_listen() -> None:
     import functools
 
-    from tornado_echo import LineEcho, ShutdownResult
+    from tornado_echo import LineEcho
 
     bound: list[Any] = []
     ready = asyncio.Event()
@@ -446,7 +446,8 @@ async def test_serve_takes_a_server_and_where_to_listen() -> None:
     finally:
         task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        async with asyncio.timeout(TIMEOUT):
+            await task
     # Sockets that are already listening are a place to listen too.
     listener = socket.create_server((HOST, 0))
     port = listener.getsockname()[1]
@@ -458,8 +459,8 @@ async def test_serve_takes_a_server_and_where_to_listen() -> None:
     finally:
         task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
-    assert isinstance(ShutdownResult(drained=0, closed=0), ShutdownResult)
+        async with asyncio.timeout(TIMEOUT):
+            await task
 
 
 def test_run_configures_servers_through_their_constructors() -> None:

@@ -46,7 +46,8 @@ class Gate:
         self._acceptor = Acceptor(self._accepted, per_event=per_event)
         self._cap = ConnectionCap(self._acceptor)
         self._hosts = HostLimit(None)
-        self._proxy = proxy_protocol
+        #: The PROXY protocol settings, or None if no header is expected.
+        self.proxy_protocol = proxy_protocol
         self._header_readers: set[HeaderReader] = set()
         #: Connections refused for a missing, bad or untrusted PROXY header.
         self.proxy_rejected = 0
@@ -90,7 +91,7 @@ class Gate:
         self._hosts.release(host)
 
     def _accepted(self, sock: socket.socket, address: Any) -> None:
-        proxy = self._proxy
+        proxy = self.proxy_protocol
         if proxy is None:
             self._admit(sock, address, None)
             return

@@ -119,7 +119,6 @@ class ServerLifecycle:
             raise TypeError(
                 f"log_connections must be True or False, not {log_connections!r}"
             )
-        self._proxy_protocol = _proxy_settings(proxy_protocol)
         self._limits = limits or Limits()
         self._log_connections = log_connections
         self._tracker = ConnectionTracker()
@@ -127,7 +126,7 @@ class ServerLifecycle:
             self._on_accepted,
             self._tracker,
             per_event=accepts_per_event,
-            proxy_protocol=self._proxy_protocol,
+            proxy_protocol=_proxy_settings(proxy_protocol),
         )
         self._sweep = TimeoutSweep(self._tracker)
         self._memory = MemoryReleaser()
@@ -160,7 +159,7 @@ class ServerLifecycle:
 
         .. versionadded:: 0.3.0
         """
-        return self._proxy_protocol
+        return self._gate.proxy_protocol
 
     @property
     def log_connections(self) -> bool:

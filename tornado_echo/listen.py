@@ -289,7 +289,7 @@ class ListenOn:
     """
 
     port: int | None = 10000
-    host: str | None | tuple[str, ...] = "127.0.0.1"
+    host: str | None | Sequence[str] = "127.0.0.1"
     unix: str | None = None
     unix_mode: int = DEFAULT_UNIX_MODE
     udp: bool = False
@@ -300,7 +300,8 @@ class ListenOn:
             isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535
         ):
             raise ValueError(f"port must be None or 0 to 65535, not {port!r}")
-        if isinstance(host, (list, tuple)):
+        if isinstance(host, Sequence) and not isinstance(host, str):
+            # A tuple, whatever sequence was given: the value stays frozen.
             object.__setattr__(self, "host", tuple(host))
             if not all(isinstance(h, str) for h in host):
                 raise TypeError(f"host must be a string or strings, not {host!r}")

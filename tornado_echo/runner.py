@@ -170,10 +170,6 @@ def _server_spec(
     return functools.partial(server, **given)
 
 
-def _echo_server() -> Server:
-    return make_server()
-
-
 async def serve(
     server: ServerSpec | None = None,
     listen: ListenOn | Sequence[socket.socket] = _DEFAULT_LISTEN,
@@ -237,7 +233,7 @@ async def serve(
             sockets = stack.enter_context(listen.bind())
         else:
             sockets = list(listen)
-        srv = instantiate(server if server is not None else _echo_server)
+        srv = instantiate(server if server is not None else make_server)
         return await _serve(
             srv,
             sockets,
@@ -363,9 +359,7 @@ def run(
        ``loop``, ``processes``, systemd socket activation, and the server
        options, which go to the server's constructor.
     """
-    where = ListenOn(
-        port=port, host=_host(host), unix=unix, unix_mode=unix_mode, udp=udp
-    )
+    where = ListenOn(port=port, host=host, unix=unix, unix_mode=unix_mode, udp=udp)
     options = {
         "limits": limits,
         "ssl_options": ssl_options,
@@ -392,12 +386,6 @@ def run(
             log.info("listening on %s", describe(sock))
         return _run_workers(count, spec, inherited, how)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _host(host: Host | Sequence[str]) -> str | None | tuple[str, ...]:
-    if host is None or isinstance(host, str):
-        return host
-    return tuple(host)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
