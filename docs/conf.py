@@ -187,3 +187,5 @@ def setup(app: Any) -> None:
 
 html_theme = "furo"
 html_title = f"tornado_echo {release}"
+html_static_path = ["_static"]
+html_css_files = ["options.css"]

@@ -22,12 +22,13 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import sys
 from typing import Any
 
 from tornado.iostream import StreamClosedError
 from tornado.log import enable_pretty_logging
 
-from tornado_echo import LineConnection, LineServer, run
+from tornado_echo import Error, LineConnection, LineServer, run
 
 log = logging.getLogger("chat_server")
 
@@ -105,4 +106,7 @@ if __name__ == "__main__":
     enable_pretty_logging()
     # Chat clients stay until they are told to go, so a long drain would
     # only delay the exit; one second lets queued lines flush.
-    run(parser.parse_args().port, server=ChatServer, shutdown_timeout=1.0)
+    try:
+        run(parser.parse_args().port, server=ChatServer, shutdown_timeout=1.0)
+    except (Error, ValueError) as exc:  # a port in use, or not 0-65535
+        sys.exit(f"{parser.prog}: {exc}")

@@ -29,8 +29,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         tornado_echo.run(port=args.port, host="127.0.0.1", shutdown_timeout=5.0)
-    except tornado_echo.ListenError as exc:
-        sys.exit(f"echo_server: {exc.strerror}")
+    except (tornado_echo.Error, ValueError) as exc:  # a port in use, or not 0-65535
+        sys.exit(f"{parser.prog}: {exc}")
 
 
 if __name__ == "__main__":

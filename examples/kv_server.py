@@ -85,7 +85,7 @@ from typing import Any
 
 from tornado.log import enable_pretty_logging
 
-from tornado_echo import IncompleteReadError, LineConnection, LineServer, run
+from tornado_echo import Error, IncompleteReadError, LineConnection, LineServer, run
 
 #: What ``version`` answers: memcached's protocol level first, since clients
 #: parse it (libmemcached refuses one that does not start with a number).
@@ -842,8 +842,11 @@ def main() -> None:
     except ValueError as exc:
         parser.error(str(exc))
     enable_pretty_logging()
-    # A factory: servers are made inside the running event loop.
-    run(args.port, server=functools.partial(KVServer, **limits))
+    try:
+        # A factory: servers are made inside the running event loop.
+        run(args.port, server=functools.partial(KVServer, **limits))
+    except (Error, ValueError) as exc:  # a port in use, or not 0-65535
+        sys.exit(f"{parser.prog}: {exc}")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ and try it with ``nc 127.0.0.1 10000``. Ctrl-C or SIGTERM (POSIX only) stops
 accepting, gives open connections up to ``--shutdown-timeout`` seconds to
 finish, closes the rest and exits 0.
 
-Everything happens inside ``asyncio.run(main())``: the server registers its
+The sockets are bound first, with `tornado_echo.ListenOn`; everything else
+happens inside ``asyncio.run(main(sockets, ...))``: the server registers its
 fd handlers on the running loop, so it must not be created before that loop
-exists.
+exists. A port that is in use, or not a port, is one line on stderr and exit
+status 1.
 """
 
 from __future__ import annotations
@@ -20,25 +22,16 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 
-from tornado.netutil import bind_sockets
-
+from tornado_echo import Error, ListenOn
 from tornado_echo.compat import RawEchoServer
 
 log = logging.getLogger("raw_fd_echo")
 
 
-async def main(port: int, shutdown_timeout: float) -> int:
-    # bind_sockets + add_sockets rather than listen(), to learn the real port.
-    try:
-        sockets = bind_sockets(port, "127.0.0.1")
-    except OSError as exc:
-        print(
-            f"raw_fd_echo: cannot listen on 127.0.0.1:{port}: {exc.strerror}",
-            file=sys.stderr,
-        )
-        return 1
+async def main(sockets: list[socket.socket], shutdown_timeout: float) -> None:
     server = RawEchoServer()
     server.add_sockets(sockets)
 
@@ -55,7 +48,6 @@ async def main(port: int, shutdown_timeout: float) -> int:
     finally:
         result = await server.shutdown(shutdown_timeout)
         log.info("stopped: %d drained, %d closed", result.drained, result.closed)
-    return 0
 
 
 if __name__ == "__main__":
@@ -66,4 +58,10 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    sys.exit(asyncio.run(main(args.port, args.shutdown_timeout)))
+    try:
+        # Bound here and passed in (add_sockets, not listen()), so that
+        # main() can log the real port.
+        with ListenOn(port=args.port, host="127.0.0.1").bind() as sockets:
+            asyncio.run(main(sockets, args.shutdown_timeout))
+    except (Error, ValueError) as exc:  # a port in use, or not 0-65535
+        sys.exit(f"{parser.prog}: {exc}")

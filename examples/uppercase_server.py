@@ -10,10 +10,11 @@ back. Ctrl-C (or SIGTERM) stops accepting, drains open connections and exits.
 """
 
 import argparse
+import sys
 
 from tornado.log import enable_pretty_logging
 
-from tornado_echo import LineConnection, LineServer, run
+from tornado_echo import Error, LineConnection, LineServer, run
 
 
 class UppercaseServer(LineServer):
@@ -25,4 +26,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Uppercase every line.")
     parser.add_argument("--port", type=int, default=10000, help="0 picks a free port")
     enable_pretty_logging()
-    run(parser.parse_args().port, server=UppercaseServer)
+    try:
+        run(parser.parse_args().port, server=UppercaseServer)
+    except (Error, ValueError) as exc:  # a port in use, or not 0-65535
+        sys.exit(f"{parser.prog}: {exc}")

@@ -8,6 +8,7 @@ instead of hanging the suite.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -17,6 +18,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from _proc import (
@@ -28,6 +30,9 @@ from _proc import (
     run,
     running_server,
 )
+
+from tornado_echo.cli import build_parser
+from tornado_echo.stats import ServerStats
 
 IMPLS = ["stream", "compat"]
 
@@ -312,3 +317,33 @@ def test_ipv6_host_is_logged_in_brackets() -> None:
         assert server.stop() == 0
     finally:
         server.close()
+
+
+_README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readme_synopsis_is_the_parsers_usage() -> None:
+    parser = build_parser()
+    # The width the docs' CLI page renders it at, whatever the terminal.
+    parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=78)
+    usage = parser.format_usage().rstrip()
+    section = _README.read_text().split("## Command line\n", 1)[1]
+    block = section.split("```\n", 2)[1]
+    assert block.rstrip() == usage, f"README's synopsis should be:\n{usage}"
+
+
+def test_the_readme_summary_sample_has_every_counter() -> None:
+    text = _README.read_text()
+    start = text.index("] stopped: connections")
+    sample = " ".join(text[start : text.index("```", start)].split()[1:])
+    # The summary's own wording, with any numbers.
+    words = re.escape(ServerStats().summary()).replace("0", r"\d+")
+    assert re.fullmatch("stopped: " + words, sample), f"{sample!r} is not a summary"
+
+
+def test_every_option_says_what_it_does_in_text_a_browser_shows_as_written() -> None:
+    for action in build_parser()._actions:
+        text = re.sub(r"\(default: [^)]*\)", "", action.help or "").strip()
+        assert len(text) > 10, f"{action.option_strings} has no help of its own"
+        # Two single quotes render as one double quote in most fonts.
+        assert "''" not in (action.help or ""), action.option_strings

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from _proc import (
+    PYTHON,
     TIMEOUT,
     ServerProcess,
     connect,
@@ -225,6 +226,14 @@ def test_a_path_that_is_not_a_socket_is_never_deleted(tmp_path: Path) -> None:
     assert path.read_text() == "keep me"
 
 
+def test_a_unix_path_too_long_for_a_socket_says_so(tmp_path: Path) -> None:
+    path = tmp_path / ("x" * 120)
+    result = run(module_command("--unix", str(path)))
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "at most 107", "choose a shorter one")
+    assert "None" not in result.stderr
+
+
 def test_a_socket_another_server_listens_on_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "echo.sock"
     with unix_server(path) as first:
@@ -250,6 +259,10 @@ def test_a_second_sigint_closes_every_connection_at_once(impl: str) -> None:
         stderr = server.stderr()
         assert client.recv(1) == b""
     assert "second interrupt: closed 1 connection(s) at once" in stderr
+    assert "a second SIGINT (Ctrl-C) closes every connection now" in stderr
+    # The interrupt closed it, not the deadline, 60 s away.
+    assert "0 connection(s) drained, 1 closed on request" in stderr
+    assert "deadline" not in stderr
     assert "stopped: connections 0 open, 1 total, 0 drained, 1 force-closed" in stderr
     assert "Traceback" not in stderr
 
@@ -336,10 +349,10 @@ def answered_by_the_other(port: int, stopped: int) -> None:
 def test_processes_share_the_port_restart_crashes_and_leave_no_orphan() -> None:
     argv = module_command("--port", "0", "--processes", "2")
     with running_server(argv) as (server, port):
-        pids: dict[int, int] = {}
-        while len(pids) < 2:
-            match = server.wait_for_line(WORKER)
-            pids[int(match.group(1))] = int(match.group(2))
+        # Every worker is up before the parent says where it listens.
+        pids = {
+            int(m[1]): int(m[2]) for line in server.lines if (m := WORKER.search(line))
+        }
         first, second = pids[0], pids[1]
         # Each worker serves while the other is frozen.
         answered_by_the_other(port, first)
@@ -452,7 +465,7 @@ def test_udp_is_off_unless_asked_for() -> None:
         assert server.stop() == 0
 
 
-def test_proxy_and_udp_options_that_cannot_work_are_usage_errors(
+def test_proxy_udp_and_line_options_that_cannot_work_are_usage_errors(
     tmp_path: Path,
 ) -> None:
     for args, needle in (
@@ -461,7 +474,110 @@ def test_proxy_and_udp_options_that_cannot_work_are_usage_errors(
         (["--proxy-protocol", "--proxy-from", "10.0.0.0/33"], "CIDR"),
         (["--proxy-protocol", "--proxy-timeout", "0"], "more than 0"),
         (["--udp", "--unix", str(tmp_path / "s")], "--udp needs a TCP port"),
+        (["--max-line-length", "80"], "need --lines"),
+        (["--delimiter", r"\r\n"], "need --lines"),
+        (["--on-long-line", "skip"], "need --lines"),
     ):
         result = run(module_command(*args))
         assert result.returncode == 2, (args, result.stderr)
         assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_processes_above_the_bound_is_a_usage_error() -> None:
+    result = run(module_command("--processes", "100000"))
+    assert result.returncode == 2, result.stderr
+    assert "at most" in result.stderr and "per CPU" in result.stderr
+    assert "worker" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_more_workers_than_cpus_is_a_warning() -> None:
+    count = len(os.sched_getaffinity(0)) + 1
+    argv = module_command("--port", "0", "--processes", str(count))
+    with running_server(argv) as (server, _):
+        assert server.stop(signal.SIGTERM) == 0
+        assert f"{count} worker processes on" in server.stderr()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_during_start_up_stops_at_once(sig: signal.Signals) -> None:
+    # The most workers allowed: forking them all takes far longer than the
+    # signal takes to arrive.
+    count = 32 * len(os.sched_getaffinity(0))
+    server = ServerProcess(module_command("--port", "0", "--processes", str(count)))
+    try:
+        server.wait_for_line(WORKER)
+        sent = time.monotonic()
+        status = server.stop(sig, timeout=5)
+        took = time.monotonic() - sent
+        stderr = server.stderr()
+    finally:
+        server.close()
+    assert status == 0, stderr
+    assert took < 3, f"{took:.1f}s to stop:\n{stderr}"
+    lines = stderr.splitlines()
+    received = next(i for i, line in enumerate(lines) if f"received {sig.name}" in line)
+    started = [int(m[2]) for line in lines if (m := WORKER.search(line))]
+    assert len(started) < count, "every worker was forked before the signal took effect"
+    assert not any(WORKER.search(line) for line in lines[received:]), stderr
+    wait_for(lambda: not any(alive(pid) for pid in started))
+    assert "Traceback" not in stderr
+
+
+def test_each_worker_names_itself_and_the_parent_adds_up_their_summaries() -> None:
+    argv = module_command("--port", "0", "--processes", "2")
+    with running_server(argv) as (server, port):
+        pids = [int(m[2]) for line in server.lines if (m := WORKER.search(line))]
+        # One connection to each worker (the other one frozen), so both serve.
+        for pid in pids:
+            answered_by_the_other(port, pid)
+        assert server.stop(signal.SIGTERM) == 0
+        stderr = server.stderr()
+    for index in (0, 1):
+        assert f"worker {index}: shutting down on SIGTERM" in stderr
+        assert f"worker {index}: stopped: connections 0 open, 1 total" in stderr
+    assert (
+        "workers stopped, in all: connections 0 open, 2 total, 0 drained, "
+        "0 force-closed; bytes 8 in, 8 out"
+    ) in stderr.splitlines()[-1]
+
+
+_UPPER_SCRIPT = """\
+{setup}
+import tornado_echo
+
+
+class Upper(tornado_echo.LineServer):
+    async def handle_line(self, conn, line):
+        return line.upper()
+
+
+tornado_echo.run(server=Upper, port=0)
+"""
+
+
+def test_run_in_a_script_without_logging_set_up_says_where_and_what(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "upper.py"
+    script.write_text(_UPPER_SCRIPT.format(setup=""))
+    with running_server([*PYTHON, str(script)]) as (server, port):
+        assert echo_once(port, b"hi\n") == b"HI\n"
+        assert server.stop() == 0
+        stderr = server.stderr()
+    # Tornado's format, as the CLI logs: "[I 261207 12:00:00 runner:278] ..."
+    assert re.search(
+        r"^\[I \d{6} [\d:]{8} runner:\d+\] listening on", stderr, re.MULTILINE
+    )
+    assert "stopped: connections 0 open, 1 total" in stderr
+
+
+def test_run_leaves_an_applications_logging_configuration_alone(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "upper.py"
+    setup = 'import logging\nlogging.basicConfig(level=logging.INFO, format="APP %(message)s")'
+    script.write_text(_UPPER_SCRIPT.format(setup=setup))
+    with running_server([*PYTHON, str(script)]) as (server, _):
+        assert server.stop() == 0
+        lines = server.stderr().splitlines()
+    assert lines and all(line.startswith("APP ") for line in lines), lines

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
+import textwrap
+from pathlib import Path
+from typing import Any
 
 import pytest
 from clients import (
@@ -317,3 +321,34 @@ def test_bad_configuration_is_rejected_with_a_clear_message() -> None:
         Upper(delimiter=b"")
     with pytest.raises(ValueError, match="max_line_length"):
         Upper(max_line_length=0)
+
+
+def _shared_state_example() -> str:
+    """The code of `LineServer`'s "State shared by every connection" example."""
+    doc = inspect.getdoc(LineServer) or ""
+    after = doc.split("State shared by every connection", 1)[1]
+    block = after.split("::\n", 1)[1].split(".. versionadded::", 1)[0]
+    return textwrap.dedent(block)
+
+
+async def test_the_documented_shared_state_is_shared_by_every_connection(
+    start: Start,
+) -> None:
+    code = _shared_state_example()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    # The README shows the same class.
+    cls = code[code.index("class Counter") : code.index("tornado_echo.run")].strip()
+    assert cls in readme
+    namespace: dict[str, Any] = {}
+    # Our own docstring, run as a reader would paste it (without run()).
+    exec(code.replace("tornado_echo.run(server=Counter)", ""), namespace)  # noqa: S102
+    port = await start(namespace["Counter"]())
+    (r1, w1), (r2, w2) = await connect(port), await connect(port)
+    try:
+        for reader, writer, expected in ((r1, w1, 1), (r2, w2, 2), (r1, w1, 3)):
+            writer.write(b"x\n")
+            reply = await asyncio.wait_for(reader.readline(), TIMEOUT)
+            assert reply == f"{expected} lines so far\n".encode()
+    finally:
+        w1.close()
+        w2.close()

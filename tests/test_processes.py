@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from _proc import PYTHON, TIMEOUT, ServerProcess, connect
 
-from tornado_echo.processes import resolve_count, supervise
+from tornado_echo.processes import MAX_PER_CPU, resolve_count, supervise
 
 _DRIVER = """\
 import logging
@@ -349,3 +349,12 @@ def test_resolve_count_zero_means_one_per_usable_cpu() -> None:
     assert resolve_count(3) == 3
     with pytest.raises(ValueError, match="0 \\(one per CPU\\)"):
         resolve_count(-1)
+
+
+def test_resolve_count_refuses_more_than_max_per_cpu() -> None:
+    most = MAX_PER_CPU * len(os.sched_getaffinity(0))
+    assert resolve_count(most) == most
+    with pytest.raises(ValueError, match=f"at most {most} "):
+        resolve_count(most + 1)
+    with pytest.raises(ValueError, match="positive count"):
+        resolve_count(True)

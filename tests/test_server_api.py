@@ -15,6 +15,8 @@ from conftest import IMPLS
 from tornado.netutil import bind_sockets, bind_unix_socket
 from tornado.testing import bind_unused_port
 
+from tornado_echo.listen import bind, bind_udp
+
 
 def _free_port() -> int:
     sock, port = bind_unused_port()
@@ -83,3 +85,12 @@ async def test_other_address_families(impl: str, family: str, tmp_path: Path) ->
             writer.close()
     finally:
         await server.shutdown(timeout=0)
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 70000])
+def test_binding_refuses_a_port_getaddrinfo_would_wrap(port: int) -> None:
+    # getaddrinfo takes the port modulo 65536: 70000 would be 4464.
+    with pytest.raises(ValueError, match="port must be 0 to 65535"):
+        bind(port, HOST)
+    with pytest.raises(ValueError, match="port must be 0 to 65535"):
+        bind_udp(port, [HOST])

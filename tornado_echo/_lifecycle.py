@@ -310,16 +310,26 @@ class ServerLifecycle:
         before = len(self._tracker)
         closed_before = self._totals.force_closed
         await self._tracker.wait_empty(timeout)
-        if self.close_all():
+        at_deadline = self.close_all()
+        if at_deadline:
             await self._tracker.wait_empty(_FORCED_CLOSE_GRACE)
         closed = self._totals.force_closed - closed_before
         drained = max(before - closed, 0)
         self._totals.drained += drained
         if closed:
+            # A close_all() meanwhile (a second SIGINT) closed the others.
+            on_request = closed - at_deadline
             conn_log.info(
-                "shutdown: %d connection(s) drained, %d closed at the deadline",
+                "shutdown: %d connection(s) drained, %s",
                 drained,
-                closed,
+                ", ".join(
+                    f"{count} {how}"
+                    for count, how in (
+                        (on_request, "closed on request"),
+                        (at_deadline, "closed at the deadline"),
+                    )
+                    if count
+                ),
             )
         self._sweep.stop()
         self._memory.stop()

@@ -71,6 +71,14 @@ class StopSignals:
             return " on SIGHUP, as on SIGTERM"
         return f" on {self.received.name}"
 
+    def hint(self) -> str:
+        """What else the user can do while the server drains, if anything."""
+        if signal.SIGINT not in self._installed:
+            return ""
+        if self.received == signal.SIGINT:
+            return "; a second SIGINT (Ctrl-C) closes every connection now"
+        return "; SIGINT closes every connection now"
+
     def remove(self) -> None:
         for sig in self._installed:
             self._loop.remove_signal_handler(sig)

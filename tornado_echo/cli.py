@@ -19,6 +19,7 @@ from tornado_echo.limits import FD_RESERVE, Limits
 from tornado_echo.lines import DEFAULT_MAX_LINE_LENGTH, LONG_LINE_POLICIES
 from tornado_echo.listen import DEFAULT_UNIX_MODE
 from tornado_echo.loops import LOOPS
+from tornado_echo.processes import MAX_PER_CPU, resolve_count
 from tornado_echo.proxy_protocol import DEFAULT_HEADER_TIMEOUT, ProxyProtocol
 from tornado_echo.runner import IMPLS, make_server, run
 from tornado_echo.tls import server_context
@@ -80,6 +81,15 @@ _count = _whole_number(0)
 _positive_int = _whole_number(1)
 
 
+def _processes(text: str) -> int:
+    value = _count(text)
+    try:
+        resolve_count(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _delimiter(text: str) -> bytes:
     try:
         value = codecs.decode(text, "unicode_escape").encode("latin-1")
@@ -96,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     r"""The ``tornado-echo`` argument parser (the CLI reference is built from it).
 
     >>> args = build_parser().parse_args(["--lines", "--delimiter", r"\r\n"])
-    >>> args.lines, args.delimiter, args.on_long_line
-    (True, b'\r\n', 'close')
+    >>> args.lines, args.delimiter
+    (True, b'\r\n')
     """
     parser = argparse.ArgumentParser(
         prog="tornado-echo",
@@ -124,8 +134,8 @@ def _add_listen_options(parser: argparse.ArgumentParser) -> None:
         "--host",
         action="append",
         metavar="HOST",
-        help="address to bind; repeat for several; '' or :: means every "
-        f"interface, IPv4 and IPv6 (default: {_DEFAULT_HOST})",
+        help="address to bind; repeat for several; * or :: (or an empty "
+        f"HOST) means every interface, IPv4 and IPv6 (default: {_DEFAULT_HOST})",
     )
     listen.add_argument(
         "--port",
@@ -153,11 +163,11 @@ def _add_listen_options(parser: argparse.ArgumentParser) -> None:
     )
     listen.add_argument(
         "--processes",
-        type=_count,
+        type=_processes,
         default=1,
         metavar="N",
-        help="worker processes sharing the sockets; 0 = one per CPU "
-        "(default: %(default)s)",
+        help="worker processes sharing the sockets; 0 = one per CPU, and at "
+        f"most {MAX_PER_CPU} per CPU (default: %(default)s)",
     )
 
 
@@ -278,7 +288,7 @@ def _add_running_options(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, how long open connections may finish "
-        "before they are closed (default: %(default)s)",
+        "before they are closed (default: %(default)g)",
     )
     parser.add_argument(
         "--stats-interval",
@@ -292,7 +302,10 @@ def _add_running_options(parser: argparse.ArgumentParser) -> None:
         "--log-level",
         choices=_LOG_LEVELS,
         default="info",
-        help="(default: %(default)s)",
+        help="the least severe messages to log: info says where it listens, "
+        "how it shut down and what it served (and each connection, with "
+        "--log-connections); debug adds connection resets and failed TLS "
+        "handshakes; warning keeps only problems (default: %(default)s)",
     )
 
 
@@ -305,23 +318,21 @@ def _add_lines_options(parser: argparse.ArgumentParser) -> None:
     lines.add_argument(
         "--delimiter",
         type=_delimiter,
-        default=b"\n",
         metavar="STR",
         help=r"line delimiter; escapes like \r\n are understood (default: \n)",
     )
     lines.add_argument(
         "--max-line-length",
         type=_positive_int,
-        default=DEFAULT_MAX_LINE_LENGTH,
         metavar="N",
-        help="longest line in bytes, without the delimiter (default: %(default)s)",
+        help="longest line in bytes, without the delimiter "
+        f"(default: {DEFAULT_MAX_LINE_LENGTH})",
     )
     lines.add_argument(
         "--on-long-line",
         choices=LONG_LINE_POLICIES,
-        default="close",
         help="what an overlong line does: close the connection, skip the line, "
-        "or reply with an error and skip it (default: %(default)s)",
+        "or reply with an error and skip it (default: close)",
     )
 
 
@@ -334,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.certfile and args.impl != "stream":
         parser.error("TLS needs --impl stream")
     proxy_protocol = _proxy_protocol(parser, args)
+    echo = _echo(parser, args)
     # --unix alone listens only there; with --host or --port, on both.
     tcp_wanted = args.unix is None or args.host is not None or args.port is not None
     port = (_DEFAULT_PORT if args.port is None else args.port) if tcp_wanted else None
@@ -347,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = functools.partial(
             make_server,
             args.impl,
-            _echo(args),
+            echo,
             limits=_limits(args),
             ssl_options=_ssl_options(args),
             proxy_protocol=proxy_protocol,
@@ -371,15 +383,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _echo(args: argparse.Namespace) -> EchoFactory:
+def _echo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> EchoFactory:
+    given = {
+        name: value
+        for name, value in (
+            ("delimiter", args.delimiter),
+            ("max_line_length", args.max_line_length),
+            ("on_long_line", args.on_long_line),
+        )
+        if value is not None
+    }
     if not args.lines:
+        if given:
+            # Silently echoing bytes would hide the mistake until a client
+            # noticed that its lines are not lines.
+            parser.error(
+                "--delimiter, --max-line-length and --on-long-line need --lines"
+            )
         return ByteEcho
-    return functools.partial(
-        LineEcho,
-        delimiter=args.delimiter,
-        max_line_length=args.max_line_length,
-        on_long_line=args.on_long_line,
-    )
+    return functools.partial(LineEcho, **given)
 
 
 def _proxy_protocol(

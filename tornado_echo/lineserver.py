@@ -52,16 +52,20 @@ class IncompleteReadError(Error, StreamClosedError):
 class LineConnection:
     """One client of a `LineServer`, passed to every hook.
 
-    Set any attributes you like on it to keep per-connection state.
+    Set any attributes you like on it to keep per-connection state; state
+    that all connections share belongs on the server (see `LineServer`).
 
     .. versionadded:: 0.2.0
     """
 
     def __init__(self, server: LineServer, stream: IOStream, address: Any) -> None:
-        self.server = server
-        self.stream = stream
+        #: The server this connection belongs to, and the place for state
+        #: that all its connections share.
+        self.server: LineServer = server
+        #: The connection's stream.
+        self.stream: IOStream = stream
         #: The peer: ``(host, port)`` for TCP, ``""`` for a unix socket.
-        self.address = address
+        self.address: Any = address
         self._framer = LineFramer(server.delimiter, server.max_line_length)
         self._chunk_size = server.read_chunk_size or DEFAULT_CHUNK_SIZE
         self._read = chunk_reader(stream)
@@ -73,9 +77,9 @@ class LineConnection:
         self._partial_checked = False  # this line was shown to the check
         self._raw = False  # inside read_exactly
         #: Lines handled on this connection.
-        self.lines = 0
+        self.lines: int = 0
         #: Overlong lines refused on this connection.
-        self.lines_too_long = 0
+        self.lines_too_long: int = 0
 
     def __repr__(self) -> str:
         return f"<LineConnection {self.peer}>"
@@ -251,14 +255,44 @@ class LineServer(TrackedTCPServer):
     Class attributes give the defaults; the constructor arguments of the
     same names override them per instance.
 
+    .. rubric:: State shared by every connection
+
+    A store, a list of chat rooms, a counter: keep it on the server, set up
+    in ``__init__``, which passes the constructor's keywords on. The hooks
+    are the server's methods, so they reach it as ``self`` (and other code
+    as ``conn.server``); what belongs to one client goes on its
+    `LineConnection`. A server runs in one event loop, so code between two
+    ``await``\ s runs alone and needs no lock. With ``run(processes=N)``
+    each worker builds its own server, and so has its own copy::
+
+        import tornado_echo
+
+        class Counter(tornado_echo.LineServer):
+            def __init__(self, **options):
+                super().__init__(**options)
+                self.seen = 0  # every connection's lines, counted together
+
+            async def handle_line(self, conn, line):
+                self.seen += 1
+                return f"{self.seen} lines so far"
+
+        tornado_echo.run(server=Counter)
+
     .. versionadded:: 0.2.0
     """
 
+    #: The line delimiter: any non-empty bytes.
     delimiter: bytes = b"\n"
+    #: The longest line, in bytes, not counting the delimiter.
     max_line_length: int = DEFAULT_MAX_LINE_LENGTH
+    #: What a longer line does: ``"close"``, ``"skip"`` or ``"reply"``.
     on_long_line: LongLinePolicy = "close"
+    #: What ``"reply"`` sends back for an overlong line.
     long_line_reply: bytes | str = LONG_LINE_REPLY
+    #: How a `str` that a hook returns or sends is encoded.
     encoding: str = "utf-8"
+    #: The class of each connection's `LineConnection`: subclass it to add
+    #: methods or per-connection state.
     connection_class: type[LineConnection] = LineConnection
     #: Show a line that has grown past this many bytes without its
     #: delimiter to `check_partial_line`; None never does.

@@ -48,6 +48,7 @@ def bind(port: int, host: str | None) -> list[socket.socket]:
     ``host`` ``None``, ``""``, ``"::"`` or ``"*"`` listens on every interface,
     IPv4 and IPv6 alike (one socket per family).
     """
+    _check_port(port)
     if host in ANY_HOSTS:
         host = None
     try:
@@ -55,6 +56,12 @@ def bind(port: int, host: str | None) -> list[socket.socket]:
     except (OSError, UnicodeError) as exc:
         _close_abandoned(exc)
         raise _listen_error(exc, "", format_address((host or "*", port))) from exc
+
+
+def _check_port(port: int) -> None:
+    # getaddrinfo takes the port modulo 65536: 70000 would listen on 4464.
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0 to 65535, not {port!r}")
 
 
 def _listen_error(exc: OSError | UnicodeError, what: str, where: str) -> ListenError:
@@ -100,6 +107,10 @@ def bind_tcp(port: int, hosts: Sequence[str | None]) -> list[socket.socket]:
     return sockets
 
 
+# sun_path in <sys/un.h> is 108 bytes on Linux, the terminating NUL included.
+_UNIX_PATH_MAX = 107
+
+
 def bind_unix(
     path: str, mode: int = DEFAULT_UNIX_MODE, backlog: int = 128
 ) -> socket.socket:
@@ -109,6 +120,13 @@ def bind_unix(
     else at ``path`` (a regular file, a directory, or a socket another
     server is listening on) is left alone and raises `ListenError`.
     """
+    size = len(os.fsencode(path))
+    if size > _UNIX_PATH_MAX:
+        raise ListenError(
+            errno.ENAMETOOLONG,
+            f"cannot listen on {path}: the path is {size} bytes long, and a "
+            f"unix socket's may be at most {_UNIX_PATH_MAX}; choose a shorter one",
+        )
     _remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # The umask covers the moment between bind and chmod, when the file
@@ -120,9 +138,8 @@ def bind_unix(
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise ListenError(
-            exc.errno, f"cannot listen on {path}: {exc.strerror}"
-        ) from exc
+        # "AF_UNIX path too long" has no errno, so no strerror either.
+        raise _listen_error(exc, "", path) from exc
     finally:
         os.umask(old_umask)
     return sock
@@ -139,6 +156,7 @@ def bind_udp(port: int, hosts: Sequence[str | None]) -> list[socket.socket]:
     datagrams meant for this one. On failure every socket bound so far is
     closed and `.ListenError` says what went wrong in one sentence.
     """
+    _check_port(port)
     sockets: list[socket.socket] = []
     where = ""
     try:

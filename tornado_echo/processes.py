@@ -58,9 +58,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
-__all__ = ["resolve_count", "supervise"]
+__all__ = ["MAX_PER_CPU", "resolve_count", "supervise"]
 
 log = logging.getLogger("tornado_echo")
 
@@ -81,13 +81,20 @@ def _signals() -> frozenset[signal.Signals]:
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
+#: The most workers `resolve_count` allows per usable CPU. An event-loop
+#: worker keeps one CPU busy by itself, so more than a few per CPU only
+#: compete for them, and thousands (a typo: 10000 for 10) would exhaust the
+#: machine's memory and process table before the first one served.
+MAX_PER_CPU = 32
+
 
 def resolve_count(processes: int) -> int:
     """The number of workers ``processes`` asks for: 0 means one per CPU.
 
     "Per CPU" counts the CPUs this process may run on
     (`os.sched_getaffinity`), not those the machine has: under ``taskset``
-    or a cpuset, extra workers would only compete for the same CPUs.
+    or a cpuset, extra workers would only compete for the same CPUs. More
+    than `MAX_PER_CPU` per CPU is a `ValueError`, not thousands of forks.
 
     >>> resolve_count(4)
     4
@@ -96,11 +103,17 @@ def resolve_count(processes: int) -> int:
 
     .. versionadded:: 0.3.0
     """
-    if processes < 0:
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 0:
         raise ValueError(
-            f"processes must be 0 (one per CPU) or a positive count, not {processes}"
+            f"processes must be 0 (one per CPU) or a positive count, not {processes!r}"
         )
-    return processes or len(os.sched_getaffinity(0))
+    cpus = len(os.sched_getaffinity(0))
+    if processes > MAX_PER_CPU * cpus:
+        raise ValueError(
+            f"processes must be at most {MAX_PER_CPU * cpus} ({MAX_PER_CPU} per "
+            f"CPU, and {cpus} CPU(s) are usable here), not {processes}"
+        )
+    return processes or cpus
 
 
 def supervise(
@@ -119,7 +132,8 @@ def supervise(
     a process with no other threads and no running event loop; each worker
     creates its own loop. A worker runs with Python's default handlers for
     SIGTERM and SIGINT and exits with what ``worker`` returns (an exception
-    is logged and exits 1); it never returns into the caller's code. A
+    is logged and exits 1); it never returns into the caller's code. Every
+    log message a worker writes starts with ``worker N:``, its index. A
     worker that exits before the stop is logged and restarted with the same
     index, unless more than ``max_restarts`` restarts fall within
     ``restart_window`` seconds: then the rest are stopped and the result is 1.
@@ -130,7 +144,12 @@ def supervise(
     dropped. Workers still running ``stop_timeout`` seconds after the first
     signal are killed with SIGKILL.
 
-    ``on_ready`` is called once every worker has been forked. Workers start
+    A stop signal that arrives while the workers are being forked takes
+    effect at once: no further worker is forked, and those already running
+    are stopped as above.
+
+    ``on_ready`` is called once every worker has been forked (not if a stop
+    came first). Workers start
     without ``NOTIFY_SOCKET``, so these two hooks are where the parent tells
     systemd ``READY=1`` and ``STOPPING=1``; an exception in one is logged.
 
@@ -213,11 +232,17 @@ class _Supervisor:
 
     def run(self, count: int, on_ready: Callable[[], None] | None) -> int:
         for index in range(count):
+            # A signal sent during a long start-up is seen between forks,
+            # not once the last worker is up.
+            while (info := signal.sigtimedwait(self._signals, 0)) is not None:
+                self._dispatch(info)
+            if self._stopping:
+                break
             self._start(index)
-        if on_ready is not None:
-            _call_hook(on_ready, "on_ready")
+        else:
+            if on_ready is not None:
+                _call_hook(on_ready, "on_ready")
         while self._children:
-            info: signal.struct_siginfo | None
             if self._deadline is None:
                 info = signal.sigwaitinfo(self._signals)
             else:
@@ -225,11 +250,15 @@ class _Supervisor:
                 info = signal.sigtimedwait(self._signals, remaining)
             if info is None:
                 self._kill_stragglers()
-            elif info.si_signo == signal.SIGCHLD:
-                self._reap()
             else:
-                self._on_stop_signal(signal.Signals(info.si_signo))
+                self._dispatch(info)
         return self._status
+
+    def _dispatch(self, info: signal.struct_siginfo) -> None:
+        if info.si_signo == signal.SIGCHLD:
+            self._reap()
+        else:
+            self._on_stop_signal(signal.Signals(info.si_signo))
 
     def kill_all(self) -> None:
         """SIGKILL and reap any workers left, when `run` did not finish."""
@@ -297,7 +326,13 @@ class _Supervisor:
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         if not self._stopping:
-            log.info("received %s; stopping %d workers", sig.name, len(self._children))
+            log.info(
+                "received %s; stopping %d workers (%s closes their "
+                "connections at once)",
+                sig.name,
+                len(self._children),
+                "a second SIGINT" if sig == signal.SIGINT else "SIGINT",
+            )
             self._stop()
         elif sig == signal.SIGINT:
             log.info("received SIGINT while stopping; forwarding it to the workers")
@@ -381,7 +416,23 @@ def _worker_main(
     if os.getppid() != parent_pid:
         return 1
     signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+    _label_log_records(f"worker {index}: ")
     return worker(index)
+
+
+def _label_log_records(label: str) -> None:
+    """Start every log message of this process with ``label``."""
+    # Workers share the parent's stderr (and journal), so an unlabelled line
+    # could be any of them. A record factory reaches every logger and
+    # handler, the application's too, without touching their formats.
+    make_record = logging.getLogRecordFactory()
+
+    def labelled(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        record.msg = f"{label}{record.msg}"
+        return record
+
+    logging.setLogRecordFactory(labelled)
 
 
 def _exit_status(code: object) -> int:

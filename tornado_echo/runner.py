@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import os
 import socket
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from tornado.ioloop import PeriodicCallback
+from tornado.log import enable_pretty_logging
 
 from tornado_echo import systemd
 from tornado_echo._signals import StopSignals
@@ -283,7 +285,10 @@ async def _serve(
         srv.stop()
         systemd.notify("STOPPING=1")
         log.info(
-            "shutting down%s (up to %gs to drain)", signals.how(), shutdown_timeout
+            "shutting down%s (up to %gs to drain%s)",
+            signals.how(),
+            shutdown_timeout,
+            signals.hint(),
         )
     finally:
         if reporter is not None:
@@ -320,7 +325,8 @@ def run(
     """Run an echo server until SIGINT or SIGTERM; the blocking form of `serve`.
 
     Starts an event loop, listens on ``host:port`` and logs
-    ``listening on HOST:PORT`` at INFO. A signal stops accepting, drains open
+    ``listening on HOST:PORT`` at INFO (to stderr, in Tornado's format, if
+    the application has not configured logging). A signal stops accepting, drains open
     connections for up to ``shutdown_timeout`` seconds, closes the rest, and
     returns normally. Pass ``server`` (an instance, or a class to create
     inside the loop) to run your own subclass::
@@ -359,6 +365,7 @@ def run(
        ``loop``, ``processes``, systemd socket activation, and the server
        options, which go to the server's constructor.
     """
+    _log_to_stderr_unless_configured()
     where = ListenOn(port=port, host=host, unix=unix, unix_mode=unix_mode, udp=udp)
     options = {
         "limits": limits,
@@ -377,15 +384,37 @@ def run(
     from tornado_echo.processes import resolve_count
 
     count = resolve_count(processes)
+    cpus = len(os.sched_getaffinity(0))
+    if count > cpus:
+        log.warning(
+            "%d worker processes on %d usable CPU(s): workers beyond one per "
+            "CPU only compete for them (--processes 0 is one per CPU)",
+            count,
+            cpus,
+        )
     if not callable(spec):
         raise TypeError("with several processes, pass a server class, not an instance")
     with contextlib.ExitStack() as stack:
         if not inherited:
             inherited = stack.enter_context(where.bind())
-        for sock in inherited:
-            log.info("listening on %s", describe(sock))
         return _run_workers(count, spec, inherited, how)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _log_to_stderr_unless_configured() -> None:
+    """Tornado's pretty logging at INFO, as the CLI has, if nothing is set up.
+
+    Without it a script's ``run()`` would say nothing at all: Python's
+    fallback handler shows only warnings, so the port it listens on (with
+    ``port=0``, the only way to learn it) and the summary would be lost.
+    An application that configured logging keeps its configuration.
+    """
+    if log.hasHandlers() or log.level != logging.NOTSET:
+        return
+    root = logging.getLogger()
+    enable_pretty_logging(logger=root)
+    if root.level > logging.INFO:
+        root.setLevel(logging.INFO)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -427,9 +456,21 @@ def _run_workers(
 
     def worker(index: int) -> int:
         os.close(results_r)
-        result = how.serve(spec, sockets, announce=False)
-        # One short write, atomic on a pipe: the parent adds them up.
-        os.write(results_w, f"{result.drained} {result.closed}\n".encode())
+        made: list[Server] = []
+
+        def build() -> Server:
+            made.append(instantiate(spec))
+            return made[-1]
+
+        result = how.serve(build, sockets, announce=False)
+        report = {
+            "drained": result.drained,
+            "closed": result.closed,
+            "stats": dataclasses.asdict(made[-1].stats),
+        }
+        # One short write (well under PIPE_BUF), atomic on a pipe: the
+        # parent adds them up.
+        os.write(results_w, json.dumps(report).encode() + b"\n")
         return 0
 
     try:
@@ -438,22 +479,32 @@ def _run_workers(
                 count,
                 worker,
                 stop_timeout=how.shutdown_timeout + _WORKER_STOP_GRACE,
-                on_ready=functools.partial(_notify, "READY=1"),
+                on_ready=functools.partial(_workers_ready, sockets),
                 on_stopping=functools.partial(_notify, "STOPPING=1"),
             )
         finally:
             os.close(results_w)
-        drained = closed = 0
         with os.fdopen(os.dup(results_r), "rb") as results:
-            for line in results.read().split(b"\n"):
-                if line.strip():
-                    d, c = line.split()
-                    drained, closed = drained + int(d), closed + int(c)
+            reports = [json.loads(line) for line in results.read().splitlines()]
     finally:
         os.close(results_r)
+    total = sum((ServerStats(**r["stats"]) for r in reports), ServerStats())
+    # A worker stopped before its loop ran has served nothing, and no report.
+    log.info("workers stopped, in all: %s", total.summary())
     if status != 0:
         raise WorkersFailedError("a worker did not stop cleanly (see the log above)")
-    return ShutdownResult(drained=drained, closed=closed)
+    return ShutdownResult(
+        drained=sum(r["drained"] for r in reports),
+        closed=sum(r["closed"] for r in reports),
+    )
+
+
+def _workers_ready(sockets: list[socket.socket]) -> None:
+    # Said once every worker is up, and so once supervise handles the stop
+    # signals: a signal sent on seeing this line drains the workers.
+    for sock in sockets:
+        log.info("listening on %s", describe(sock))
+    systemd.notify("READY=1")
 
 
 def _notify(state: str) -> None:

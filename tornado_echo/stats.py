@@ -54,6 +54,21 @@ limit 0'
     proxy_rejected: int = 0
     host_limit_refused: int = 0
 
+    def __add__(self, other: ServerStats) -> ServerStats:
+        """The counters of two servers added up, as for the workers of one service.
+
+        >>> (ServerStats(bytes_in=2) + ServerStats(bytes_in=3)).bytes_in
+        5
+        """
+        if not isinstance(other, ServerStats):
+            return NotImplemented
+        return ServerStats(
+            **{
+                field.name: getattr(self, field.name) + getattr(other, field.name)
+                for field in dataclasses.fields(self)
+            }
+        )
+
     def summary(self) -> str:
         """The counters as one log line."""
         return (

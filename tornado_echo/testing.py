@@ -6,8 +6,8 @@ Two styles, with the same client:
   returned by `ServerTestCase.get_server` on an unused loopback port;
 * a pytest plugin (``tornado_echo.pytest_plugin``, loaded automatically when
   tornado_echo is installed) with the fixtures ``tcp_server``,
-  ``tcp_address``, ``tcp_client``, ``start_tcp_server`` and
-  ``open_tcp_client``, for pytest-asyncio tests.
+  ``tcp_address``, ``tcp_client``, ``tcp_client_options``,
+  ``start_tcp_server`` and ``open_tcp_client``, for pytest-asyncio tests.
 
 `LineClient` is the client: every read and the connect are bounded by a
 timeout, so a test fails instead of hanging, and a read that timed out
@@ -135,7 +135,12 @@ class LineClient:
         `.IOStream.read_until` does) and raises `.StreamClosedError`.
         """
         data = await self._bounded(
-            self.stream.read_until(self.delimiter, max_bytes=max_bytes), "a line"
+            self.stream.read_until(self.delimiter, max_bytes=max_bytes),
+            f"a line ending in {self.delimiter!r}",
+            # To the client, a server that ends its lines with another
+            # delimiter looks silent, so say where the delimiter is set.
+            hint=" (if the server's lines end otherwise, set the client's "
+            "delimiter: tcp_client_options or ServerTestCase.delimiter)",
         )
         return data[: -len(self.delimiter)]
 
@@ -163,14 +168,15 @@ class LineClient:
         """True once the client or the server closed the connection."""
         return self.stream.closed()
 
-    async def _bounded(self, step: Awaitable[_T], what: str) -> _T:
+    async def _bounded(self, step: Awaitable[_T], what: str, hint: str = "") -> _T:
         try:
             return await asyncio.wait_for(step, self.timeout)
         except TimeoutError:
             # The stream is stuck "already reading" after an abandoned read.
             self.close()
             raise TimeoutError(
-                f"waited {self.timeout}s for {what} from the server; client closed"
+                f"waited {self.timeout}s for {what} from the server; "
+                f"client closed{hint}"
             ) from None
 
 
