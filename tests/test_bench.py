@@ -9,9 +9,11 @@ timed tests.
 
 from __future__ import annotations
 
+import doctest
 import importlib.util
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -20,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tornado_echo.bench import cli
+from tornado_echo.bench import chart, cli, client
+from tornado_echo.bench import report as report_module
 from tornado_echo.bench.cli import main
 from tornado_echo.bench.plan import FULL, Plan, make_plan, select_configs
 from tornado_echo.bench.report import Report
@@ -34,8 +37,10 @@ from tornado_echo.bench.servers import (
 from tornado_echo.bench.workloads import (
     BulkResult,
     FairnessResult,
+    RunResult,
     StuckResult,
     closed_loop,
+    result_fields,
 )
 
 #: Generous next to the ~15 s a smoke run takes, so a hung benchmark fails
@@ -47,6 +52,7 @@ TIMEOUT = 120.0
 PYTHON = (sys.executable, "-W", "error::DeprecationWarning")
 
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 #: What a smoke run measures: every server, on asyncio's loop and, for a
 #: few, on uvloop.
@@ -507,3 +513,351 @@ def test_report_tables_of_the_pressure_workloads() -> None:
     assert isinstance(data["stuck"], list) and len(data["stuck"]) == 2
     answered = report.answered()
     assert answered["lineserver"] and answered["compat --lines"]
+
+
+# --- the client's load: measured as a share, clamped, and flagged when noisy ---
+
+_HOG = """
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+print("spinning", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    pass
+"""
+
+
+def test_client_busy_stays_a_share_while_another_process_has_the_clients_core() -> None:
+    # The busy share once subtracted wall-clock idle time from CPU time, and
+    # came out negative whenever something else ran on the client's core.
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = cpus[0], cpus[-1]
+    hog = subprocess.Popen(
+        [*PYTHON, "-c", _HOG, str(client_cpu), str(TIMEOUT)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert hog.stdout is not None
+        ready, _, _ = select.select([hog.stdout], [], [], 10.0)
+        assert ready and hog.stdout.readline() == "spinning\n"
+        config = ServerConfig(kind_named("asyncio-protocol"))
+        with ServerProcess(config, cpu=server_cpu) as server:
+            run = closed_loop(
+                server,
+                repeat=0,
+                size=64,
+                # One connection keeps the client mostly waiting, which is
+                # when the old measurement went furthest below zero.
+                connections=1,
+                warmup=0.2,
+                duration=0.5,
+                client_cpu=client_cpu,
+            )
+    finally:
+        hog.kill()
+        hog.wait(10.0)
+        if hog.stdout is not None:
+            hog.stdout.close()
+    assert 0.0 <= run.client_cpu <= 1.0, run
+    # The spinning client had about half its core: that is seen, and the
+    # row is marked rather than presented as a clean measurement.
+    assert run.client_preempted is not None and run.client_preempted > 0.2, run
+    report = Report(servers=[config], settings={}, machine={}, malloc_env={})
+    report.runs.append(run)
+    (row,) = report.rows()
+    assert 0.0 <= row.client_busy <= 1.0
+    assert "client's core shared" in row.noise
+
+
+def _run(
+    server: str,
+    repeat: int,
+    rate: float,
+    busy: float,
+    preempted: float | None = 0.0,
+    size: int = 1024,
+) -> RunResult:
+    elapsed = 1.0
+    return RunResult(
+        server=server,
+        repeat=repeat,
+        connections=10,
+        size=size,
+        loop="uvloop",
+        round_trips=int(rate * elapsed),
+        elapsed=elapsed,
+        p50_us=100.0,
+        p99_us=200.0,
+        client_cpu=busy,
+        server_cpu=0.9,
+        sent_bytes=size * int(rate),
+        verified_bytes=size * int(rate),
+        client_preempted=preempted,
+    )
+
+
+def _noisy_report() -> Report:
+    names = [
+        "asyncio-protocol",
+        "asyncio-streams",
+        "tornado-naive",
+        "stream",
+        "stream-public-api",
+        "compat",
+    ]
+    report = Report(
+        servers=[ServerConfig(kind_named(name)) for name in names],
+        settings={"repeat": 2},
+        machine={},
+        malloc_env={},
+    )
+    for repeat in range(2):
+        report.runs += [
+            _run("asyncio-protocol", repeat, 90_000, 0.5 + repeat / 100),
+            # As measured before the fix: wall-clock idle less CPU time.
+            _run("stream", repeat, 70_000, (-0.21, 0.02)[repeat]),
+            # Over a full core, and client-bound either way.
+            _run("compat", repeat, 88_000, (0.95, 1.2)[repeat]),
+            # Something else had the client's core in one repeat.
+            _run("stream-public-api", repeat, 45_000, 0.5, (0.3, 0.0)[repeat]),
+            # The repeats tell two different stories about the client...
+            _run("tornado-naive", repeat, 40_000, (0.2, 0.7)[repeat]),
+            # ... or about the server, against the same reference.
+            _run("asyncio-streams", repeat, (40_000, 80_000)[repeat], 0.6),
+        ]
+    return report
+
+
+def test_report_clamps_client_busy_and_marks_rows_whose_repeats_are_noisy() -> None:
+    rows = {row.server: row for row in _noisy_report().rows()}
+    clean = rows["asyncio-protocol"]
+    assert clean.noise == () and not clean.noisy and not clean.client_bound
+    stream = rows["stream"]
+    assert stream.client_busy == pytest.approx(0.01)  # the median of 0 and 0.02
+    assert stream.client_busy_max == pytest.approx(0.02)
+    assert stream.noise == ("busy share out of range",)
+    compat = rows["compat"]
+    assert compat.client_busy == pytest.approx(0.975)  # of 0.95 and 1.0
+    assert compat.client_busy_max == 1.0
+    assert compat.client_bound and compat.noise == ("busy share out of range",)
+    assert rows["stream-public-api"].noise == ("client's core shared",)
+    assert rows["tornado-naive"].noise == ("repeats disagree",)
+    assert rows["asyncio-streams"].noise == ("repeats disagree",)
+    for row in rows.values():
+        assert 0.0 <= row.client_busy <= row.client_busy_max <= 1.0, row
+
+
+def test_noisy_rows_are_marked_in_every_output() -> None:
+    report = _noisy_report()
+    markdown = report.to_markdown()
+    assert "| 1% | noisy: busy share out of range |" in markdown
+    assert "| 98% | client-bound¹; noisy: busy share out of range |" in markdown
+    assert "| noisy: client's core shared |" in markdown
+    assert "noisy: do not read much into this row as it stands." in markdown
+    assert "-21%" not in markdown
+    text = report.to_text()
+    assert "client-bound; noisy: busy share out of range" in text
+    assert "noisy: repeats disagree" in text
+    # Through json, as results.json has it.
+    data = json.loads(json.dumps(report.to_json()))
+    summary = {row["server"]: row for row in data["summary"]}
+    assert summary["stream"]["noisy"] is True
+    assert summary["stream"]["noise"] == ["busy share out of range"]
+    assert summary["asyncio-protocol"]["noisy"] is False
+    # The raw runs keep what was measured.
+    assert -0.21 in [run["client_cpu"] for run in data["runs"]]
+
+
+def test_results_written_before_client_preempted_load_without_noise() -> None:
+    data = {
+        **_run("stream", 0, 70_000, 0.5).to_json(),
+        "server": "stream",
+        "repeat": 0,
+    }
+    del data["client_preempted"]
+    run = RunResult(**result_fields(RunResult, data))
+    assert run.client_preempted is None
+    with pytest.raises(KeyError, match="client_cpu"):
+        result_fields(RunResult, {k: v for k, v in data.items() if k != "client_cpu"})
+
+
+def test_bench_doctests_pass() -> None:
+    for module in (client, report_module):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+# --- the chart: ours and peers told apart, client-bound bars marked ---------
+
+
+def _chart_report() -> Report:
+    names = ["asyncio-protocol", "asyncio-streams", "stream", "compat"]
+    configs = [ServerConfig(kind_named(name)) for name in names]
+    configs.append(ServerConfig(kind_named("stream"), "uvloop"))
+    report = Report(servers=configs, settings={"repeat": 2}, machine={}, malloc_env={})
+    for repeat in range(2):
+        for size in (64, 1024):
+            report.runs += [
+                _run("asyncio-protocol", repeat, 90_000, 0.6, size=size),
+                _run("asyncio-streams", repeat, 60_000, 0.5, size=size),
+                _run("stream", repeat, 70_000, 0.6, size=size),
+                # Client-bound at 1 KiB only.
+                _run(
+                    "compat", repeat, 88_000, 0.95 if size == 1024 else 0.6, size=size
+                ),
+                _run("stream (uvloop)", repeat, 80_000, 0.7, size=size),
+            ]
+    return report
+
+
+def test_chart_tells_ours_from_peers_and_marks_client_bound_bars() -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import same_color
+
+    report = _chart_report()
+    drawn = chart._draw(report, 10)
+    ours, peers, marks = drawn.legends
+    assert ours.get_title().get_text() == "tornado_echo"
+    assert [t.get_text() for t in ours.get_texts()] == ["stream", "compat"]
+    assert peers.get_title().get_text() == "peers"
+    assert [t.get_text() for t in peers.get_texts()] == [
+        "asyncio-protocol",
+        "asyncio-streams",
+    ]
+    # Each legend entry has the colour of its kind's bars, on either loop;
+    # no colour of ours is a peer's.
+    for legend in (ours, peers):
+        for handle, text in zip(legend.legend_handles, legend.get_texts()):
+            for (_, name), bar in drawn.bars.items():
+                if name.split(" (")[0] == text.get_text():
+                    assert same_color(bar.get_facecolor(), handle.get_facecolor())
+    our_colours = {drawn.bars[(64, n)].get_facecolor() for n in ("stream", "compat")}
+    peer_colours = {
+        drawn.bars[(64, n)].get_facecolor()
+        for n in ("asyncio-protocol", "asyncio-streams")
+    }
+    assert not our_colours & peer_colours
+    # Peers on the left of each group, ours on the right.
+    for size in (64, 1024):
+        x = {name: bar.get_x() for (s, name), bar in drawn.bars.items() if s == size}
+        assert max(x["asyncio-protocol"], x["asyncio-streams"]) < min(
+            x["stream"], x["compat"], x["stream (uvloop)"]
+        )
+    assert drawn.bars[(64, "stream (uvloop)")].get_hatch() == "//"
+    assert drawn.bars[(64, "stream")].get_hatch() is None
+    # One marker, at the foot of the one client-bound bar, and its entry.
+    assert set(drawn.client_bound) == {(1024, "compat")}
+    bar = drawn.bars[(1024, "compat")]
+    ((x, y),) = drawn.client_bound[(1024, "compat")].get_xydata()
+    assert x == pytest.approx(bar.get_x() + bar.get_width() / 2)
+    assert 0 < y < bar.get_height()
+    labels = [t.get_text() for t in marks.get_texts()]
+    assert "client-bound: a floor, not a ceiling" in labels
+    assert "hatched: on uvloop" in labels
+
+
+def test_chart_without_client_bound_rows_has_no_client_bound_entry(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("matplotlib")
+    report = _chart_report()
+    report.runs = [run for run in report.runs if run.client_cpu < 0.9]
+    drawn = chart._draw(report, 10)
+    assert drawn.client_bound == {}
+    labels = [t.get_text() for t in drawn.legends[-1].get_texts()]
+    assert not any("client-bound" in label for label in labels)
+    path = tmp_path / "chart.png"
+    assert chart.write_chart(report, path, 10)
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_redraw_writes_the_tables_and_chart_again_without_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = _noisy_report()
+    report.settings["connections"] = [10]
+    source = tmp_path / "results.json"
+    source.write_text(json.dumps(report.to_json()), encoding="utf-8")
+    again = Report.from_json(json.loads(source.read_text(encoding="utf-8")))
+    assert again.to_json() == report.to_json()
+    out = tmp_path / "out"
+    assert main(["--redraw", str(source), "--out", str(out)]) == 0
+    assert (out / "results.md").read_text() == report.to_markdown()
+    assert not (out / "results.json").exists()
+    assert (out / "chart.png").exists() == HAVE_MATPLOTLIB
+    assert "bench: measured nothing; wrote results.md" in capsys.readouterr().err
+
+
+def test_redraw_reads_results_written_before_the_pressure_workloads() -> None:
+    saved = Path(__file__).resolve().parent.parent / "docs/performance/results.json"
+    report = Report.from_json(json.loads(saved.read_text(encoding="utf-8")))
+    assert report.runs and report.rows() and not report.bulk
+    assert all(run.client_preempted is None for run in report.runs)
+
+
+def test_redraw_of_something_else_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "results.json"
+    source.write_text('{"servers": []}', encoding="utf-8")
+    with pytest.raises(SystemExit) as raised:
+        main(["--redraw", str(source), "--out", str(tmp_path)])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--redraw {source}: not the results.json of a benchmark run" in err
+
+
+# --- the CLI reference: quoted server names stay whole -----------------------
+
+
+def _argparse_options() -> Any:
+    pytest.importorskip("sphinx")
+    docs_ext = Path(__file__).resolve().parent.parent / "docs" / "_ext"
+    sys.path.insert(0, str(docs_ext))
+    try:
+        return importlib.import_module("argparse_options")
+    finally:
+        sys.path.remove(str(docs_ext))
+
+
+@pytest.mark.parametrize("name", cli._KNOWN)
+def test_docs_show_a_quoted_server_name_whole_and_link_no_option_inside_it(
+    name: str,
+) -> None:
+    from docutils import nodes
+    from docutils.core import publish_doctree
+
+    rst = _argparse_options()._help_to_rst(
+        f"e.g. '{name}' or \"{name},stream\"; see --servers", {"--servers", "--lines"}
+    )
+    assert f"``'{name}'``" in rst and f'``"{name},stream"``' in rst
+    assert rst.count(":option:") == 1 and rst.endswith(r"\ :option:`--servers`\ ")
+    # Valid reST, whose literals are the quoted names exactly as typed
+    # (the option role is Sphinx's, so left out of this docutils parse).
+    tree = publish_doctree(rst.replace(":option:", ""))
+    literals = [node.astext() for node in tree.findall(nodes.literal)]
+    assert literals[:2] == [f"'{name}'", f'"{name},stream"']
+
+
+def test_docs_keep_apostrophes_as_text_and_still_link_options() -> None:
+    rst = _argparse_options()._help_to_rst(
+        "on asyncio's loop unless --servers or the client's --loops say otherwise",
+        {"--servers", "--loops"},
+    )
+    assert rst == (
+        r"on asyncio's loop unless \ :option:`--servers`\  or the client's "
+        r"\ :option:`--loops`\  say otherwise"
+    )
+
+
+def test_the_readme_describes_smoke_as_its_help_does() -> None:
+    smoke = next(
+        a for a in cli.build_parser()._actions if "--smoke" in a.option_strings
+    )
+    summary = (smoke.help or "").split(":", 1)[0]  # "a few seconds per server, for CI"
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    said = [line for line in readme.split("\n\n") if "bench --smoke`" in line]
+    assert said, "the README no longer says what CI's smoke run is"
+    for paragraph in said:
+        assert summary.split(",")[0] in " ".join(paragraph.split()), paragraph

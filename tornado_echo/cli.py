@@ -6,6 +6,7 @@ import argparse
 import codecs
 import functools
 import logging
+import signal
 import ssl
 import sys
 from collections.abc import Callable, Sequence
@@ -380,6 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Error as exc:
         print(f"tornado-echo: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C before the server took over SIGINT (while binding, say):
+        # nothing was serving yet, so there is nothing to drain or report.
+        return 128 + signal.SIGINT
     return 0
 
 

@@ -9,8 +9,10 @@ The directive imports the module, calls the function (which must only
 build the parser), and emits the usage, the description and one
 ``.. option::`` per argument, under a ``.. program::`` named after the
 parser's ``prog``. Help texts are shown as ``--help`` prints them, with the
-options they mention linked. Any option can be linked from elsewhere with
-``:option:`tornado-echo --port```.
+options they mention linked, and what they quote (``'stream,compat
+--lines'``) shown whole as code, since it is typed as it stands: an option
+inside a quoted value is part of the value, not this command's option. Any
+option can be linked from elsewhere with ``:option:`tornado-echo --port```.
 """
 
 from __future__ import annotations
@@ -36,12 +38,31 @@ _RST_SPECIAL = re.compile(r"([\\`*_|\[\]<>])")
 # An option named in a help text, like "--host" in "without --host or --port".
 _OPTION_NAME = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
+# A value quoted in a help text, like 'stream,compat --lines' or "a b": the
+# quotes stand apart from words, so the apostrophe of "asyncio's" opens
+# nothing. Backticks are left out: they cannot be inside an inline literal.
+_QUOTED = re.compile(r"""(?<![\w'"])(['"])([^'"`\n]*[^'"`\s])\1(?!\w)""")
+
 
 def _escape(text: str) -> str:
     return _RST_SPECIAL.sub(r"\\\1", text)
 
 
 def _help_to_rst(text: str, known: set[str]) -> str:
+    """``text`` as reST: escaped, with the options it names linked, and
+    what it quotes shown whole as code."""
+    out: list[str] = []
+    position = 0
+    for match in _QUOTED.finditer(text):
+        # "\ " joins inline markup to the text around it, with no space.
+        out += [_link_options(text[position : match.start()], known)]
+        out += [rf"\ ``{match.group(0)}``\ "]
+        position = match.end()
+    out.append(_link_options(text[position:], known))
+    return "".join(out)
+
+
+def _link_options(text: str, known: set[str]) -> str:
     """``text`` as reST: escaped, with the options it names linked."""
     out: list[str] = []
     position = 0
@@ -49,7 +70,6 @@ def _help_to_rst(text: str, known: set[str]) -> str:
         name = match.group(0)
         # The ".. program::" emitted first makes the bare option name resolve.
         role = f":option:`{name}`" if name in known else f"``{name}``"
-        # "\ " joins inline markup to the text around it, with no space.
         out += [_escape(text[position : match.start()]), rf"\ {role}\ "]
         position = match.end()
     out.append(_escape(text[position:]))

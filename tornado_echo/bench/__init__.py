@@ -35,21 +35,26 @@ repeats, and runs are interleaved so a slow moment hits every server alike.
 To keep the comparison about the servers rather than the harness, each
 server is pinned to one CPU and the client to the other, the client
 busy-polls rather than sleeps (a wakeup across cores costs more than a
-round trip), runs where the client was the bottleneck are flagged, and
-servers start with glibc's malloc tuned so that asyncio's 256 KiB reads do
-not map and unmap memory every time (`tornado_echo.bench.servers` explains
-this; ``--glibc-malloc-defaults`` turns it off).
+round trip), runs where the client was the bottleneck are flagged, so are
+rows whose measurements look unreliable (``noisy``: something else had the
+client's core, or the repeats disagree), and servers start with glibc's
+malloc tuned so that asyncio's 256 KiB reads do not map and unmap memory
+every time (`tornado_echo.bench.servers` explains this;
+``--glibc-malloc-defaults`` turns it off).
 
 ::
 
     python -m tornado_echo.bench                    # the full run, ~8 minutes
     python -m tornado_echo.bench --smoke            # seconds; what CI runs
     python -m tornado_echo.bench --servers stream,compat --sizes 1k --repeat 5
+    python -m tornado_echo.bench --redraw bench-results/results.json  # no runs
 
 It writes ``results.json`` (every run, the machine, the versions and the
 settings), ``results.md``, ``results.txt`` and ``chart.png`` to ``--out``
 (``bench-results/``), prints the Markdown tables, and exits 1 if any run
 failed to verify, a server stopped answering or ``--time-limit`` passed.
+``--redraw`` writes the tables and the chart again from a ``results.json``,
+measuring nothing.
 
 Modules: `~tornado_echo.bench.servers` (configurations and their
 processes), `~tornado_echo.bench.workloads` (closed loop, idle, and the

@@ -4,6 +4,15 @@ One group of bars per message size, one bar per server, at one connection
 count; a bar's height is the server's ratio to `.REFERENCE`, with a line at
 1.0 and whiskers from the lowest to the highest repeat's ratio.
 
+The legend sits beside the plot in two titled groups, tornado_echo's own
+servers (warm colours) and their peers (cool ones), one entry per kind of
+server: a kind keeps its colour on either loop, and its uvloop bars are
+hatched. In each group of bars the peers come first, and ours stand on a
+shade, the same as their legend's. A client-bound row's bar
+(`.CLIENT_BOUND`) has a triangle at its foot, since its height is a floor,
+not a ceiling; a third small group of the legend says so, and what the
+hatching and the dashed line mean.
+
 matplotlib is optional (the package itself needs only Tornado); without it
 `write_chart` says so on stderr and writes nothing.
 
@@ -12,17 +21,95 @@ matplotlib is optional (the package itself needs only Tornado); without it
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import sys
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from tornado_echo.bench.report import Report, Row, size_label
 from tornado_echo.bench.servers import REFERENCE
 
 __all__ = ["write_chart"]
 
-# Peers in cool colours, ours in warm ones; uvloop variants are hatched.
+# Peers in cool colours, ours in warm ones.
 _PEER_COLOURS = ("#4c72b0", "#8172b3", "#64b5cd", "#8c8c8c")
 _OUR_COLOURS = ("#dd8452", "#c44e52", "#55a868", "#937860", "#da8bc3", "#ccb974")
+
+_OURS_TITLE = "tornado_echo"
+_PEERS_TITLE = "peers"
+_CLIENT_BOUND_LABEL = "client-bound: a floor, not a ceiling"
+_UVLOOP_LABEL = "hatched: on uvloop"
+_UVLOOP_HATCH = "//"
+_OURS_SHADE = "#f6ebe1"
+_CLIENT_BOUND_MARKER = "^"
+
+
+@dataclasses.dataclass(frozen=True)
+class _BarStyle:
+    """How one server's bars look, and where it goes in the legend."""
+
+    #: The legend entry: the kind's name, shared by its runs on either loop.
+    label: str
+    colour: str
+    ours: bool
+    hatch: str | None
+
+
+def _bar_styles(report: Report, names: Collection[str]) -> dict[str, _BarStyle]:
+    """The style of each server in ``names``, in the report's server order.
+
+    A kind has one colour on either loop (cool for peers, warm for ours),
+    and its runs on uvloop are hatched.
+    """
+    colours: dict[str, str] = {}
+    peers = ours = 0
+    styles = {}
+    for config in report.servers:
+        if config.name not in names:
+            continue
+        kind = config.kind.name
+        if kind not in colours:
+            if config.ours:
+                colours[kind] = _OUR_COLOURS[ours % len(_OUR_COLOURS)]
+                ours += 1
+            else:
+                colours[kind] = _PEER_COLOURS[peers % len(_PEER_COLOURS)]
+                peers += 1
+        styles[config.name] = _BarStyle(
+            label=kind,
+            colour=colours[kind],
+            ours=config.ours,
+            hatch=None if config.loop == "asyncio" else _UVLOOP_HATCH,
+        )
+    return styles
+
+
+def _legend_groups(
+    styles: dict[str, _BarStyle],
+) -> list[tuple[str, list[tuple[str, str]]]]:
+    """``(title, [(label, colour), ...])``: ours, then the peers; none empty."""
+    groups: list[tuple[str, list[tuple[str, str]]]] = []
+    for title, ours in ((_OURS_TITLE, True), (_PEERS_TITLE, False)):
+        entries = {s.label: s.colour for s in styles.values() if s.ours == ours}
+        if entries:
+            groups.append((title, list(entries.items())))
+    return groups
+
+
+@dataclasses.dataclass(frozen=True)
+class _Drawn:
+    """A chart drawn in memory, and the artists a reader tells apart."""
+
+    #: A `matplotlib.figure.Figure` (typed loosely: matplotlib is optional).
+    figure: Any
+    #: (size, server) -> that bar's `~matplotlib.patches.Rectangle`.
+    bars: dict[tuple[int, str], Any]
+    #: (size, server) -> the marker at the foot of a client-bound bar.
+    client_bound: dict[tuple[int, str], Any]
+    #: The legends, top to bottom: ours, peers, then what marks mean.
+    legends: list[Any]
 
 
 def write_chart(report: Report, path: Path, connections: int) -> bool:
@@ -31,57 +118,95 @@ def write_chart(report: Report, path: Path, connections: int) -> bool:
     Returns whether a chart was written: not without matplotlib, nor
     without a row that has a ratio.
     """
-    rows = [
-        row
-        for row in report.rows()
-        if row.connections == connections and row.ratio is not None
-    ]
-    if not rows:
+    if not _rows(report, connections):
         return False
-    try:
-        # Optional: the ignore keeps mypy quiet where it is not installed.
-        import matplotlib  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         print(
             "bench: matplotlib is not installed, so no chart was drawn "
             "(pip install 'tornado_echo[bench]')",
             file=sys.stderr,
         )
         return False
-    # No display is needed, nor wanted on a server or in CI.
-    matplotlib.use("Agg")
-    from matplotlib import pyplot  # type: ignore[import-not-found, unused-ignore]
+    drawn = _draw(report, connections)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # "tight" grows the image to hold the legends beside the plot.
+    drawn.figure.savefig(path, bbox_inches="tight", pad_inches=0.15)
+    return True
 
+
+def _rows(report: Report, connections: int) -> list[Row]:
+    return [
+        row
+        for row in report.rows()
+        if row.connections == connections and row.ratio is not None
+    ]
+
+
+def _draw(report: Report, connections: int) -> _Drawn:
+    """The chart, in memory; matplotlib must be installed."""
+    # A bare Figure on the Agg canvas: no pyplot, so no display is needed
+    # (nor wanted on a server or in CI) and no global state is left behind.
+    from matplotlib.backends.backend_agg import (  # type: ignore[import-not-found, unused-ignore]
+        FigureCanvasAgg,
+    )
+    from matplotlib.figure import Figure  # type: ignore[import-not-found, unused-ignore]
+
+    rows = _rows(report, connections)
     sizes = sorted({row.size for row in rows})
-    names = [c.name for c in report.servers if any(r.server == c.name for r in rows)]
-    colours = _colours(report, names)
+    styles = _bar_styles(report, {row.server for row in rows})
+    # Peers on the left of each group and ours on the right (stable, so in
+    # the report's order within each), as the legend lists them.
+    names = sorted(
+        (c.name for c in report.servers if any(r.server == c.name for r in rows)),
+        key=lambda name: styles[name].ours,
+    )
     by_key = {(row.size, row.server): row for row in rows}
+    # Room for the tallest whisker and its label.
+    top = max(max(row.ratios, default=row.ratio or 0.0) for row in rows) * 1.15 + 0.1
 
-    fig, ax = pyplot.subplots(figsize=(12, 6), dpi=110)
+    fig = Figure(figsize=(11, 6), dpi=110)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    # Fixed margins, so the legends can be stacked in axes coordinates.
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.1)
     width = 0.8 / max(len(names), 1)
-    labelled: set[str] = set()
+    bars: dict[tuple[int, str], Any] = {}
+    floors: dict[tuple[int, str], Any] = {}
     for group, size in enumerate(sizes):
         present = [name for name in names if (size, name) in by_key]
         # Centre each group's bars, however many servers it has.
         start = group - width * (len(present) - 1) / 2
+        ours = [start + i * width for i, n in enumerate(present) if styles[n].ours]
+        if ours:
+            # Ours stand on a shade, the same as their legend's.
+            ax.axvspan(
+                min(ours) - width / 2, max(ours) + width / 2,
+                color=_OURS_SHADE, linewidth=0, zorder=0,
+            )  # fmt: skip
         for i, name in enumerate(present):
             row = by_key[(size, name)]
             assert row.ratio is not None
+            style = styles[name]
             x = start + i * width
-            ax.bar(
+            container = ax.bar(
                 x,
                 row.ratio,
                 width * 0.92,
-                color=colours[name],
-                hatch="//" if name.endswith("(uvloop)") else None,
+                color=style.colour,
+                hatch=style.hatch,
                 edgecolor="white",
-                label=None if name in labelled else name,
                 yerr=_whiskers(row),
                 capsize=2,
                 ecolor="#333333",
                 error_kw={"elinewidth": 0.8},
             )
-            labelled.add(name)
+            bars[(size, name)] = container.patches[0]
+            if row.client_bound:
+                # At the foot, clear of the whisker and the label on top.
+                (floors[(size, name)],) = ax.plot(
+                    [x], [top * 0.025], _CLIENT_BOUND_MARKER, color="black",
+                    markersize=7, markeredgecolor="white", markeredgewidth=0.5,
+                )  # fmt: skip
             # Above the whisker, where the two cannot overlap.
             ax.annotate(
                 f"{row.ratio:.2f}",
@@ -97,9 +222,7 @@ def write_chart(report: Report, path: Path, connections: int) -> bool:
     ax.set_xticks(range(len(sizes)), [size_label(size) for size in sizes])
     ax.set_xlabel("message size (whiskers: the lowest and the highest repeat)")
     ax.set_ylabel(f"round trips/s ÷ {REFERENCE} (higher is better)")
-    # Room for the tallest whisker and its label.
-    top = max(max(row.ratios, default=row.ratio or 0.0) for row in rows)
-    ax.set_ylim(0, top * 1.15 + 0.1)
+    ax.set_ylim(0, top)
     repeats = report.settings.get("repeat")
     ax.set_title(
         f"Echo round trips per second relative to {REFERENCE} (asyncio loop), "
@@ -107,34 +230,81 @@ def write_chart(report: Report, path: Path, connections: int) -> bool:
         f"{report.caption()}",
         fontsize=10,
     )
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    pyplot.close(fig)
-    return True
+    legends = _legends(
+        ax,
+        canvas,
+        styles,
+        hatched=any(s.hatch for s in styles.values()),
+        client_bound=bool(floors),
+    )
+    return _Drawn(fig, bars, floors, legends)
 
 
-def _colours(report: Report, names: list[str]) -> dict[str, str]:
-    """The same colour for a server on either loop; cool for peers, warm for ours."""
-    kinds: dict[str, str] = {}
-    peers = ours = 0
-    out = {}
-    for config in report.servers:
-        if config.name not in names:
-            continue
-        kind = config.kind.name
-        if kind not in kinds:
-            if config.ours:
-                kinds[kind] = _OUR_COLOURS[ours % len(_OUR_COLOURS)]
-                ours += 1
-            else:
-                kinds[kind] = _PEER_COLOURS[peers % len(_PEER_COLOURS)]
-                peers += 1
-        out[config.name] = kinds[kind]
-    return out
+def _legends(
+    ax: Any,
+    canvas: Any,
+    styles: dict[str, _BarStyle],
+    *,
+    hatched: bool,
+    client_bound: bool,
+) -> list[Any]:
+    """The legend groups, stacked top down to the right of the plot."""
+    from matplotlib.legend import Legend  # type: ignore[import-not-found, unused-ignore]
+    from matplotlib.lines import Line2D  # type: ignore[import-not-found, unused-ignore]
+    from matplotlib.patches import Patch  # type: ignore[import-not-found, unused-ignore]
+
+    groups: list[tuple[str, list[Any], list[str]]] = [
+        (
+            title,
+            [Patch(color=colour) for _, colour in entries],
+            [label for label, _ in entries],
+        )
+        for title, entries in _legend_groups(styles)
+    ]
+    marks: list[tuple[Any, str]] = [
+        (
+            Line2D([], [], color="black", linewidth=1, linestyle="--"),
+            f"1.0: {REFERENCE}",
+        )
+    ]
+    if hatched:
+        marks.append(
+            (
+                Patch(facecolor="#bbbbbb", edgecolor="white", hatch=_UVLOOP_HATCH),
+                _UVLOOP_LABEL,
+            )
+        )
+    if client_bound:
+        marks.append(
+            (
+                Line2D(
+                    [], [], linestyle="", marker=_CLIENT_BOUND_MARKER, color="black"
+                ),
+                _CLIENT_BOUND_LABEL,
+            )
+        )
+    groups.append(("", [h for h, _ in marks], [label for _, label in marks]))
+    renderer = canvas.get_renderer()
+    inverse = ax.transAxes.inverted()
+    legends = []
+    y = 1.0
+    for title, handles, labels in groups:
+        shaded = title == _OURS_TITLE
+        legend = Legend(
+            ax, handles, labels, title=title or None, loc="upper left",
+            bbox_to_anchor=(1.02, y), borderaxespad=0.0, fontsize=8,
+            title_fontproperties={"weight": "bold", "size": 9},
+            alignment="left", frameon=shaded, facecolor=_OURS_SHADE,
+            edgecolor="none", framealpha=1.0, fancybox=False,
+        )  # fmt: skip
+        ax.add_artist(legend)
+        # add_artist clips to the plot, and these legends are beside it.
+        legend.set_clip_on(False)
+        legends.append(legend)
+        y = legend.get_window_extent(renderer).transformed(inverse).y0 - 0.04
+    return legends
 
 
 def _whiskers(row: Row) -> list[list[float]] | None:

@@ -38,7 +38,13 @@ from tornado_echo.bench.plan import (
     uvloop_installed,
 )
 from tornado_echo.bench.progress import Progress
-from tornado_echo.bench.report import Report, machine, malloc_settings, size_label
+from tornado_echo.bench.report import (
+    Report,
+    clamp_share,
+    machine,
+    malloc_settings,
+    size_label,
+)
 from tornado_echo.bench.servers import (
     KINDS,
     MALLOC_ENV,
@@ -303,6 +309,14 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     out.add_argument(
+        "--redraw",
+        type=Path,
+        metavar="RESULTS.json",
+        help="measure nothing: write results.md, results.txt and chart.png "
+        "again from a results.json a run wrote, into --out; the other options "
+        "are ignored",
+    )
+    out.add_argument(
         "--format",
         choices=("markdown", "text"),
         default="markdown",
@@ -404,8 +418,17 @@ def _run_closed_loop(plan: Plan, ctx: _Context) -> None:
             )
             ctx.report.runs.append(run)
             ctx.progress.done(
-                f"{run.rate:,.0f} round trips/s, client busy {run.client_cpu:.0%}"
+                f"{run.rate:,.0f} round trips/s, client busy "
+                f"{clamp_share(run.client_cpu):.0%}" + _preempted(run.client_preempted)
             )
+
+
+def _preempted(share: float | None) -> str:
+    """What to add when the busy-polling client was not running for a while."""
+    # A few percent are the usual on a quiet machine; the report judges.
+    if share is None or share < 0.05:
+        return ""
+    return f" (not running {share:.0%} of the time)"
 
 
 def _run_idle(plan: Plan, ctx: _Context, connections: int) -> None:
@@ -457,7 +480,8 @@ def _run_pressure(plan: Plan, ctx: _Context) -> None:
             )
             ctx.report.bulk.append(run)
             ctx.progress.done(
-                f"{run.mib_per_s:,.0f} MiB/s, client busy {run.client_cpu:.0%}"
+                f"{run.mib_per_s:,.0f} MiB/s, client busy "
+                f"{clamp_share(run.client_cpu):.0%}"
             )
 
 
@@ -556,6 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.redraw is not None:
+        return _redraw(parser, args)
     settings = _settings(args)
     plan = _plan(parser, args, settings)
     out: Path = args.out
@@ -627,14 +653,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _write(report: Report, settings: Settings, out: Path, fmt: str) -> int:
     """Write the files and print the table; returns the exit status."""
-    written = []
-    for name, text in (
-        ("results.json", json.dumps(report.to_json(), indent=2) + "\n"),
-        ("results.md", report.to_markdown()),
-        ("results.txt", report.to_text() + "\n"),
-    ):
-        (out / name).write_text(text, encoding="utf-8")
-        written.append(name)
+    (out / "results.json").write_text(
+        json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8"
+    )
+    written = ["results.json", *_write_tables(report, out)]
     chart = out / "chart.png"
     if settings.chart and write_chart(report, chart, settings.connections[0]):
         written.append(chart.name)
@@ -652,4 +674,41 @@ def _write(report: Report, settings: Settings, out: Path, fmt: str) -> int:
             print(f"bench:   {line}", file=err)
         print(f"bench: stopped: {report.stopped}", file=err)
         return 1
+    return 0
+
+
+def _write_tables(report: Report, out: Path) -> list[str]:
+    """Write ``results.md`` and ``results.txt``; returns their names."""
+    for name, text in (
+        ("results.md", report.to_markdown()),
+        ("results.txt", report.to_text() + "\n"),
+    ):
+        (out / name).write_text(text, encoding="utf-8")
+    return ["results.md", "results.txt"]
+
+
+def _redraw(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--redraw``: the tables and the chart again, from a ``results.json``."""
+    source: Path = args.redraw
+    try:
+        report = Report.from_json(json.loads(source.read_text(encoding="utf-8")))
+    except OSError as exc:
+        parser.error(f"--redraw {source}: {exc.strerror or exc}")
+    except ValueError as exc:  # json.JSONDecodeError is one too
+        parser.error(f"--redraw {source}: {exc}")
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {out}: {exc.strerror or exc}")
+    written = _write_tables(report, out)
+    # The chart is of the first connection count, as when it was measured.
+    points = report.points()
+    if points and write_chart(report, out / "chart.png", points[0][1]):
+        written.append("chart.png")
+    print(report.to_markdown() if args.format == "markdown" else report.to_text())
+    print(
+        f"bench: measured nothing; wrote {', '.join(written)} in {out}/ from {source}",
+        file=sys.stderr,
+    )
     return 0

@@ -13,8 +13,9 @@ It is written to cost as little as a Python client can: an asyncio
 `~asyncio.BufferedProtocol` (no allocation per reply; the reply lands in a
 preallocated buffer and is compared with one ``memcmp``) on uvloop when it
 is installed. It runs in its own process, pinned to its own core, and
-reports its own CPU use, so a result where the client, not the server, was
-the limit can be flagged.
+reports how busy it was, so a result where the client, not the server, was
+the limit can be flagged, and how long it was not running although it
+busy-polls, so a result measured while something else had its core can be.
 
 Run by the benchmark as ``python -m tornado_echo.bench.client``; it prints
 one JSON object (`ClientResult`) on stdout.
@@ -71,14 +72,20 @@ class ClientResult:
     elapsed: float
     p50_us: float
     p99_us: float
-    #: How busy the client was over the window, as a share of one core: its
-    #: CPU time, less the time it spent polling with nothing to do.
+    #: How busy the client was over the window, from 0.0 to 1.0. Busy-polling,
+    #: the share of the loop's time spent on turns that handled a reply (the
+    #: rest found nothing to do); otherwise its CPU time as a share of one core.
     client_cpu: float
     #: The server's CPU seconds over the window, if its pid was given.
     server_cpu: float | None
     #: Bytes sent and bytes that came back identical, over the whole run.
     sent_bytes: int
     verified_bytes: int
+    #: The share of the window a busy-polling client was not running: another
+    #: process had its core, so ``client_cpu`` says less about the server.
+    #: `None` when the client slept between replies (not running is then how
+    #: it waits), and in results older than the field.
+    client_preempted: float | None = None
 
     @property
     def rate(self) -> float:
@@ -110,9 +117,14 @@ class ClientResult:
     def fields_from_json(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         """The constructor arguments found in `to_json`'s output.
 
-        Raises `KeyError` if one is missing.
+        Raises `KeyError` if one without a default is missing.
         """
-        return {field.name: data[field.name] for field in dataclasses.fields(cls)}
+        return {
+            field.name: data[field.name]
+            for field in dataclasses.fields(cls)
+            # Fields with a default came later; older results lack them.
+            if field.name in data or field.default is dataclasses.MISSING
+        }
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -293,11 +305,15 @@ async def closed_loop(
             conn.send_next()
         await _sleep_watching(run, warmup)
         run.count, run.latencies, run.measuring = 0, [], True
-        cpu0, server0, t0 = time.process_time(), server_cpu(server_pid), loop.time()
-        idle0 = 0.0 if spinner is None else spinner.idle
+        # The server's CPU is read outside the window, so that reading /proc
+        # is not part of the client's own CPU time and wall time below.
+        server0 = server_cpu(server_pid)
+        cpu0, t0 = time.process_time(), loop.time()
+        turns0 = None if spinner is None else spinner.mark()
         await _sleep_watching(run, duration)
-        t1, server1, cpu1 = loop.time(), server_cpu(server_pid), time.process_time()
-        idle1 = 0.0 if spinner is None else spinner.idle
+        turns1 = None if spinner is None else spinner.mark()
+        t1, cpu1 = loop.time(), time.process_time()
+        server1 = server_cpu(server_pid)
         run.measuring = False
         await _finish(run, conns)
     finally:
@@ -321,11 +337,49 @@ async def closed_loop(
         elapsed=t1 - t0,
         p50_us=percentile(latencies, 50) / 1000,
         p99_us=percentile(latencies, 99) / 1000,
-        client_cpu=(cpu1 - cpu0 - (idle1 - idle0)) / (t1 - t0),
+        client_cpu=(
+            (cpu1 - cpu0) / (t1 - t0)
+            if turns0 is None or turns1 is None
+            else _busy_share(turns0, turns1)
+        ),
         server_cpu=None if server0 is None or server1 is None else server1 - server0,
         sent_bytes=run.sent,
         verified_bytes=run.verified,
+        client_preempted=(
+            None if spinner is None else max(1.0 - (cpu1 - cpu0) / (t1 - t0), 0.0)
+        ),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _TurnMark:
+    """Where a busy-polling loop stood at a turn: the clock, and its idle time.
+
+    Both are read from `time.perf_counter` at the same moments, the
+    boundaries between the loop's turns.
+    """
+
+    #: When the last turn began.
+    at: float
+    #: Seconds spent so far on turns that found no reply to handle.
+    idle: float
+
+
+def _busy_share(start: _TurnMark, end: _TurnMark) -> float:
+    """The share of the time from ``start`` to ``end`` spent on busy turns.
+
+    Idle and elapsed time come from one clock and one set of turn
+    boundaries, so the idle part cannot exceed the whole: the share is
+    within 0.0 and 1.0 whatever else ran on the client's core. It is not
+    clamped here, so that the report can see it if that ever fails.
+
+    >>> _busy_share(_TurnMark(at=10.0, idle=2.0), _TurnMark(at=11.0, idle=2.25))
+    0.75
+    """
+    elapsed = end.at - start.at
+    if elapsed <= 0:
+        return 0.0  # not one turn ended in the window: it handled nothing
+    return 1.0 - (end.idle - start.idle) / elapsed
 
 
 class _Spinner:
@@ -336,7 +390,16 @@ class _Spinner:
     of the sender's CPU time, more than a whole round trip in Python, and
     would hide the differences between servers. It also makes the client's
     CPU use 100% by construction, so its load is measured instead as the
-    share of loop turns that found replies to handle.
+    share of the loop's time spent on turns that found replies to handle.
+
+    Both that time and the whole are wall-clock time between the same turn
+    boundaries (`mark`). The idle time used to be subtracted from the
+    process's CPU time instead: whenever another process had the client's
+    core, the idle turns' wall time (which includes the time the client was
+    not running) exceeded the CPU time, and the load came out negative. A
+    CPU clock read per turn would be consistent too, but it is a system
+    call, about 1 µs a turn: up to a tenth of what a round trip costs the
+    client.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, run: _Run) -> None:
@@ -345,18 +408,26 @@ class _Spinner:
         self._running = True
         self._seen = 0
         self._last = time.perf_counter()
-        self.idle = 0.0
+        self._idle = 0.0
         loop.call_soon(self._spin)
 
     def _spin(self) -> None:
         now = time.perf_counter()
         replies = self._run.replies
         if replies == self._seen:
-            self.idle += now - self._last
+            self._idle += now - self._last
         self._seen = replies
         self._last = now
         if self._running:
             self._loop.call_soon(self._spin)
+
+    def mark(self) -> _TurnMark:
+        """The idle time up to the last turn boundary, and when that was.
+
+        Not the time now: the turn in progress is not counted yet, and a
+        window measured from now would not match the idle time counted.
+        """
+        return _TurnMark(at=self._last, idle=self._idle)
 
     def stop(self) -> None:
         self._running = False

@@ -12,7 +12,14 @@ other columns are medians over the repeats too.
 
 A row whose client was busy more than `CLIENT_BOUND` of its core in any
 repeat is flagged ``client-bound``: the client, not the server, may have
-set the pace, so its rate is a floor.
+set the pace, so its rate is a floor. Busy shares are shown clamped to 0
+to 1. A row is flagged ``noisy``, rather than presented as if nothing
+happened, when a repeat's share as measured was more than 5 points
+outside that range, when the busy-polling client was not running for more
+than a tenth of a repeat (something else had its core, so the busy share
+and the rate say less about the server), or when the repeats disagree
+widely (busy shares more than 25 points apart, or ratios more than 1.5
+times apart); `ClientLoad.noise` says which.
 
 The pressure workloads' ratios are taken the same way, in the same
 repeat: a fairness row's probe p99 to its yardstick's (`.FAIRNESS_YARDSTICK`,
@@ -21,7 +28,8 @@ reference's. Clients that never read are measured once per server.
 
 Outputs: `Report.to_json` (everything, raw runs included),
 `Report.to_markdown` (for the README) and `Report.to_text` (for a
-terminal).
+terminal); `Report.from_json` reads the first back, so the other two and
+the chart can be written again without measuring anything.
 
 .. versionadded:: 0.3.0
 """
@@ -35,12 +43,12 @@ import platform
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import tornado
 
 from tornado_echo import __version__
-from tornado_echo.bench.servers import REFERENCE, ServerConfig
+from tornado_echo.bench.servers import REFERENCE, ServerConfig, kind_named
 from tornado_echo.bench.workloads import (
     STUCK_BYTES,
     BulkResult,
@@ -48,7 +56,9 @@ from tornado_echo.bench.workloads import (
     IdleResult,
     RunResult,
     StuckResult,
+    result_fields,
 )
+from tornado_echo.loops import LOOPS
 
 __all__ = [
     "CLIENT_BOUND",
@@ -58,6 +68,7 @@ __all__ = [
     "IdleRow",
     "Report",
     "Row",
+    "clamp_share",
     "machine",
     "malloc_settings",
     "size_label",
@@ -66,12 +77,66 @@ __all__ = [
 #: Above this busy share of its core, the client may be what limits a run.
 CLIENT_BOUND = 0.9
 
+# A busy share this far outside 0..1 is not rounding but a broken measurement.
+_SHARE_MARGIN = 0.05
+# A busy-polling client never sleeps, so time it was not running went to
+# another process on its core; past a tenth of the window that process,
+# not the server, may have shaped the run.
+_PREEMPTED_NOISY = 0.1
+# Repeats of a good full run on the development VM: busy shares within 12
+# points of each other, ratios within 1.4 times; these are well past that.
+_BUSY_SPREAD_NOISY = 0.25
+_RATIO_SPREAD_NOISY = 1.5
+
 _CLIENT_BOUND_NOTE = (
     f"client-bound: the load client was busy more than {CLIENT_BOUND:.0%} of its "
     "core in at least one repeat, so it may have set the pace; read the rate "
     "and the ratio as a floor. If the reference row is client-bound, the "
     "other rows' ratios are overstated instead."
 )
+
+_NOISY_NOTE = (
+    "noisy: do not read much into this row as it stands. Either a repeat's "
+    "client busy share was outside 0 to 100% (it is shown clamped), or the "
+    "busy-polling client was not running for more than "
+    f"{_PREEMPTED_NOISY:.0%} of a repeat because something else had its core, "
+    "or the repeats disagree (client busy shares more than "
+    f"{_BUSY_SPREAD_NOISY * 100:.0f} points apart, or ratios more than "
+    f"{_RATIO_SPREAD_NOISY:g} times apart). Run it again on a quieter machine."
+)
+
+
+def clamp_share(share: float) -> float:
+    """``share`` within 0.0 and 1.0; 0.0 for NaN.
+
+    >>> clamp_share(-0.21), clamp_share(0.5), clamp_share(1.25)
+    (0.0, 0.5, 1.0)
+    """
+    if not share > 0.0:
+        return 0.0
+    return min(share, 1.0)
+
+
+def _noise(
+    busy: Sequence[float], preempted: Sequence[float | None], ratios: Sequence[float]
+) -> tuple[str, ...]:
+    """Why the repeats of one row are not to be trusted, if they are not.
+
+    ``busy`` holds each repeat's client busy share as measured, ``preempted``
+    its share of the window not running (`None`: not busy-polling).
+    """
+    noise = []
+    if any(not -_SHARE_MARGIN <= share <= 1 + _SHARE_MARGIN for share in busy):
+        noise.append("busy share out of range")
+    if any(share is not None and share > _PREEMPTED_NOISY for share in preempted):
+        noise.append("client's core shared")
+    shares = [clamp_share(share) for share in busy]
+    spread = len(shares) > 1 and max(shares) - min(shares) > _BUSY_SPREAD_NOISY
+    positive = [ratio for ratio in ratios if ratio > 0]
+    apart = len(positive) > 1 and max(positive) > _RATIO_SPREAD_NOISY * min(positive)
+    if spread or apart:
+        noise.append("repeats disagree")
+    return tuple(noise)
 
 
 def size_label(size: int) -> str:
@@ -105,16 +170,36 @@ _Of = TypeVar("_Of", bound=_OfServer)
 class ClientLoad:
     """How busy the load client was over the repeats of a row."""
 
-    #: The client's busy share of its core: median, and the highest repeat.
+    #: The client's busy share of its core, clamped to 0.0 to 1.0: median,
+    #: and the highest repeat.
     client_busy: float
     client_busy_max: float
+    #: Why the row's repeats are not to be trusted as they stand (a repeat's
+    #: share out of range, the client's core shared, the repeats
+    #: disagreeing); empty if nothing looked wrong.
+    noise: tuple[str, ...] = ()
 
     @property
     def client_bound(self) -> bool:
         return self.client_busy_max > CLIENT_BOUND
 
+    @property
+    def noisy(self) -> bool:
+        return bool(self.noise)
+
     def to_json(self) -> dict[str, object]:
-        return {**dataclasses.asdict(self), "client_bound": self.client_bound}
+        return {
+            **dataclasses.asdict(self),
+            "client_bound": self.client_bound,
+            "noisy": self.noisy,
+        }
+
+    def note(self, client_bound_mark: str = "") -> str:
+        """The note column: ``client-bound``, then ``noisy: ...``, or nothing."""
+        notes = [f"client-bound{client_bound_mark}"] if self.client_bound else []
+        if self.noise:
+            notes.append(f"noisy: {', '.join(self.noise)}")
+        return "; ".join(notes)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -300,8 +385,13 @@ class Report:
                     p50_us=_median(r.p50_us for r in runs),
                     p99_us=_median(r.p99_us for r in runs),
                     server_cpu_per_rt_us=_median_or_none(per_rt),
-                    client_busy=_median(r.client_cpu for r in runs),
-                    client_busy_max=max(r.client_cpu for r in runs),
+                    client_busy=_median(clamp_share(r.client_cpu) for r in runs),
+                    client_busy_max=max(clamp_share(r.client_cpu) for r in runs),
+                    noise=_noise(
+                        [r.client_cpu for r in runs],
+                        [r.client_preempted for r in runs],
+                        ratios,
+                    ),
                 )
             )
         return rows
@@ -379,8 +469,11 @@ class Report:
                     mib_per_s=_median(r.mib_per_s for r in runs),
                     server_cpu_per_mib_us=_median_or_none(per_mib),
                     server_busy=_median_or_none(busy),
-                    client_busy=_median(r.client_cpu for r in runs),
-                    client_busy_max=max(r.client_cpu for r in runs),
+                    client_busy=_median(clamp_share(r.client_cpu) for r in runs),
+                    client_busy_max=max(clamp_share(r.client_cpu) for r in runs),
+                    # The bulk client sleeps while it waits: no preemption
+                    # to tell from its CPU time.
+                    noise=_noise([r.client_cpu for r in runs], [], ratios),
                 )
             )
         return rows
@@ -440,6 +533,57 @@ class Report:
             "stuck": [result.to_json() for result in self.stuck_results()],
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Report:
+        """The report `to_json` wrote, read back from ``results.json``.
+
+        Everything the tables and the chart are made of comes back: the
+        servers, settings, machine and every raw result (the summaries are
+        computed again). Results of earlier versions load too, without what
+        they did not measure. Raises `ValueError`, in one sentence, for
+        anything else.
+        """
+        try:
+            entries = list(data["servers"])
+            fairness = data.get("fairness", {})
+            bulk = data.get("bulk", {})
+            return cls(
+                servers=[_server_config(entry) for entry in entries],
+                settings=dict(data["settings"]),
+                machine=dict(data["machine"]),
+                malloc_env=dict(data.get("malloc_env", {})),
+                runs=[RunResult(**result_fields(RunResult, r)) for r in data["runs"]],
+                idle=[
+                    IdleResult(**result_fields(IdleResult, r))
+                    for r in data.get("idle", [])
+                ],
+                fairness=[
+                    FairnessResult(**result_fields(FairnessResult, r))
+                    for r in fairness.get("runs", [])
+                ],
+                bulk=[
+                    BulkResult(**result_fields(BulkResult, r))
+                    for r in bulk.get("runs", [])
+                ],
+                stuck=[
+                    StuckResult(**result_fields(StuckResult, r))
+                    for r in data.get("stuck", [])
+                ],
+                exit_status={
+                    entry["name"]: list(entry.get("exit_status", []))
+                    for entry in entries
+                },
+                stopped=data.get("stopped"),
+                stopped_detail=list(data.get("stopped_detail", [])),
+                notes=list(data.get("notes", [])),
+                duration=float(data.get("duration_s", 0.0)),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(
+                f"not the results.json of a benchmark run ({type(exc).__name__}: "
+                f"{exc}); give one that python -m tornado_echo.bench wrote"
+            ) from None
+
     def caption(self) -> str:
         """The machine and the versions, in one line."""
         m = self.machine
@@ -486,7 +630,7 @@ class Report:
             "",
         ]
         rows = self.rows()
-        flagged = False
+        flagged = noisy = False
         for size, connections in self.points():
             out += [f"## {size_label(size)} × {connections} connections", ""]
             out += [
@@ -500,17 +644,20 @@ class Report:
                 if (row.size, row.connections) != (size, connections):
                     continue
                 flagged |= row.client_bound
+                noisy |= row.noisy
                 name = f"**{row.server}**" if row.ours else row.server
                 out.append(
                     f"| {_ratio(row.ratio)} | {_ratio(row.cpu_ratio)} | {name} "
                     f"| {row.rate:,.0f} "
                     f"| {row.mib_per_s:,.1f} | {_us(row.p50_us)} | {_us(row.p99_us)} "
                     f"| {_us(row.server_cpu_per_rt_us)} | {row.client_busy:.0%} "
-                    f"| {'client-bound¹' if row.client_bound else ''} |"
+                    f"| {row.note('¹')} |"
                 )
             out.append("")
         if flagged:
             out += [f"¹ {_CLIENT_BOUND_NOTE}", ""]
+        if noisy:
+            out += [_NOISY_NOTE, ""]
         out += self._idle_markdown()
         out += self._fairness_markdown()
         out += self._bulk_markdown()
@@ -525,7 +672,7 @@ class Report:
         if self.stopped is not None:
             out.append(f"INCOMPLETE: {self.stopped}")
         rows = self.rows()
-        flagged = False
+        flagged = noisy = False
         head = (
             f"× {REFERENCE}", "CPU/rt ×", "server", "rt/s", "MiB/s",
             "p50 µs", "p99 µs", "srv µs/rt", "client", "",
@@ -536,6 +683,7 @@ class Report:
                 if (row.size, row.connections) != (size, connections):
                     continue
                 flagged |= row.client_bound
+                noisy |= row.noisy
                 cells.append(
                     (
                         _ratio(row.ratio),
@@ -547,13 +695,15 @@ class Report:
                         _us(row.p99_us),
                         _us(row.server_cpu_per_rt_us),
                         f"{row.client_busy:.0%}",
-                        "client-bound" if row.client_bound else "",
+                        row.note(),
                     )
                 )
             out += ["", f"{size_label(size)} × {connections} connections"]
             out += _columns(cells, left={2, 9})
         if flagged:
             out += ["", _CLIENT_BOUND_NOTE]
+        if noisy:
+            out += ["", _NOISY_NOTE]
         out += self._idle_text()
         out += self._fairness_text()
         out += self._bulk_text()
@@ -673,10 +823,12 @@ class Report:
                 f"| {_ratio(row.ratio)} | {self._name(row.server, True)} "
                 f"| {row.mib_per_s:,.0f} | {_us(row.server_cpu_per_mib_us)} "
                 f"| {_share(row.server_busy)} | {row.client_busy:.0%} "
-                f"| {'client-bound²' if row.client_bound else ''} |"
+                f"| {row.note('²')} |"
             )
         if any(row.client_bound for row in rows):
             out += ["", f"² {_CLIENT_BOUND_NOTE}"]
+        if any(row.noisy for row in rows):
+            out += ["", _NOISY_NOTE]
         return [*out, ""]
 
     def _stuck_markdown(self) -> list[str]:
@@ -789,11 +941,14 @@ class Report:
                 _us(row.server_cpu_per_mib_us),
                 _share(row.server_busy),
                 f"{row.client_busy:.0%}",
-                "client-bound" if row.client_bound else "",
+                row.note(),
             )
             for row in rows
         ]
-        return ["", "bulk throughput on one connection", *_columns(cells, left={1, 6})]
+        out = ["", "bulk throughput on one connection", *_columns(cells, left={1, 6})]
+        if any(row.noisy for row in rows):
+            out += ["", _NOISY_NOTE]
+        return out
 
     def _stuck_text(self) -> list[str]:
         results = self.stuck_results()
@@ -819,6 +974,20 @@ class Report:
             f"clients that never read ({clients} clients × {size_label(STUCK_BYTES)})",
             *_columns(cells, left={0, 5}),
         ]
+
+
+def _server_config(entry: Mapping[str, Any]) -> ServerConfig:
+    """The `.ServerConfig` a ``servers`` entry of ``results.json`` describes."""
+    kind, loop = entry["kind"], entry["loop"]
+    for name in LOOPS:
+        if loop == name:
+            try:
+                return ServerConfig(kind_named(kind), name)
+            except KeyError:
+                break
+    raise ValueError(
+        f"results.json names a server this version does not know: {kind!r} on {loop!r}"
+    )
 
 
 def _ratio(value: float | None) -> str:

@@ -64,6 +64,7 @@ __all__ = [
     "fairness",
     "fairness_yardstick",
     "idle",
+    "result_fields",
     "stuck",
 ]
 
@@ -352,19 +353,30 @@ def _run_client(
     return result
 
 
+def result_fields(cls: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of the result class ``cls`` found in ``data``.
+
+    ``data`` is what a client printed, or a result's own ``to_json()`` (the
+    derived values it adds are left out). A field with a default may be
+    missing, as in results written before it was added; `KeyError` names
+    another that is.
+    """
+    return {
+        field.name: data[field.name]
+        for field in dataclasses.fields(cls)
+        if field.name in data or field.default is dataclasses.MISSING
+    }
+
+
 def _from_json(
     cls: type[_Result], data: Mapping[str, Any], what: str, **known: object
 ) -> _Result:
     """A ``cls`` from ``known`` and the rest of its fields from a client's JSON."""
     try:
-        values = {
-            field.name: data[field.name]
-            for field in dataclasses.fields(cls)
-            if field.name not in known
-        }
+        values = result_fields(cls, {**data, **known})
     except KeyError as exc:
         raise BenchFailure(f"{what}: the client's result is malformed: {exc}") from None
-    return cls(**known, **values)
+    return cls(**values)
 
 
 def _parse_client_output(stdout: str) -> dict[str, Any] | None:
