@@ -825,10 +825,11 @@ def _argparse_options() -> Any:
 def test_docs_show_a_quoted_server_name_whole_and_link_no_option_inside_it(
     name: str,
 ) -> None:
+    options = _argparse_options()  # skips without Sphinx, and so docutils
     from docutils import nodes
     from docutils.core import publish_doctree
 
-    rst = _argparse_options()._help_to_rst(
+    rst = options._help_to_rst(
         f"e.g. '{name}' or \"{name},stream\"; see --servers", {"--servers", "--lines"}
     )
     assert f"``'{name}'``" in rst and f'``"{name},stream"``' in rst

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ from _proc import (
     running_server,
 )
 
+from tornado_echo import loops
 from tornado_echo.cli import build_parser
 from tornado_echo.stats import ServerStats
 
@@ -347,3 +349,11 @@ def test_every_option_says_what_it_does_in_text_a_browser_shows_as_written() -> 
         assert len(text) > 10, f"{action.option_strings} has no help of its own"
         # Two single quotes render as one double quote in most fonts.
         assert "''" not in (action.help or ""), action.option_strings
+
+
+def test_the_readme_names_the_extra_the_uvloop_error_names() -> None:
+    source = inspect.getsource(loops.loop_factory)
+    hint = re.search(r"pip install '([^']+)'", source)
+    assert hint is not None and hint[1] == "tornado_echo[uvloop]"
+    section = _README.read_text().split("## Command line\n", 1)[1].split("\n## ", 1)[0]
+    assert f"pip install '{hint[1]}'" in section
