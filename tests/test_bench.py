@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
 import textwrap
@@ -22,17 +23,20 @@ from typing import Any
 
 import pytest
 
-from tornado_echo.bench import chart, cli, client
+from tornado_echo.bench import chart, cli, client, servers
 from tornado_echo.bench import report as report_module
 from tornado_echo.bench.cli import main
+from tornado_echo.bench.line_peers import KINDS as LINE_PEER_KINDS
 from tornado_echo.bench.plan import FULL, Plan, make_plan, select_configs
 from tornado_echo.bench.report import Report
 from tornado_echo.bench.servers import (
+    KINDS,
     BenchFailure,
     ServerConfig,
     ServerKind,
     ServerProcess,
     kind_named,
+    unavailable,
 )
 from tornado_echo.bench.workloads import (
     BulkResult,
@@ -42,6 +46,7 @@ from tornado_echo.bench.workloads import (
     closed_loop,
     result_fields,
 )
+from tornado_echo.loops import LoopName
 
 #: Generous next to the ~15 s a smoke run takes, so a hung benchmark fails
 #: the test instead of hanging the suite.
@@ -64,17 +69,31 @@ BYTE_SERVERS = {
     "stream-public-api",
     "compat",
 }
-LINE_SERVERS = {"stream --lines", "compat --lines", "lineserver"}
+OUR_LINE_SERVERS = {"stream --lines", "compat --lines", "lineserver"}
+#: The line-protocol peers, and those whose framework is installed here: a
+#: run leaves the others out.
+LINE_PEERS = set(LINE_PEER_KINDS)
+INSTALLED_PEERS = {name for name in LINE_PEERS if unavailable(kind_named(name)) is None}
+LINE_SERVERS = OUR_LINE_SERVERS | LINE_PEERS
 if HAVE_UVLOOP:
     BYTE_SERVERS_ALL = BYTE_SERVERS | {
         "asyncio-protocol (uvloop)",
         "stream (uvloop)",
         "compat (uvloop)",
     }
-    LINE_SERVERS_ALL = LINE_SERVERS | {"stream --lines (uvloop)", "lineserver (uvloop)"}
+    LINE_SERVERS_ALL = OUR_LINE_SERVERS | INSTALLED_PEERS
+    LINE_SERVERS_ALL |= {
+        "stream --lines (uvloop)",
+        "lineserver (uvloop)",
+        "asyncio-readline (uvloop)",
+    }
 else:
-    BYTE_SERVERS_ALL, LINE_SERVERS_ALL = BYTE_SERVERS, LINE_SERVERS
+    BYTE_SERVERS_ALL = BYTE_SERVERS
+    LINE_SERVERS_ALL = OUR_LINE_SERVERS | INSTALLED_PEERS
 EXPECTED_SERVERS = BYTE_SERVERS_ALL | LINE_SERVERS_ALL
+
+#: The pipelined point of a smoke run: 16 lines of 64 B in each write.
+PIPELINE = 16
 
 SMOKE_IDLE_CONNECTIONS = 200
 
@@ -128,12 +147,13 @@ def test_every_run_verified_what_it_measured(
         assert run["verified_bytes"] == run["sent_bytes"], run
         assert run["round_trips"] > 0, run
         assert run["connections"] == 10, run
-    # Byte servers at the smoke size; line servers, and the reference they
-    # are compared with, at 64 B.
-    measured = {(run["server"], run["size"]) for run in runs}
-    expected = {(name, 1024) for name in BYTE_SERVERS_ALL}
-    expected |= {(name, 64) for name in LINE_SERVERS_ALL}
-    expected.add(("asyncio-protocol", 64))
+    # Byte servers at the smoke size; line servers (ours and every peer
+    # installed), and the reference they are compared with, at 64 B lines
+    # and at 16 of them in each write.
+    measured = {(run["server"], run["size"], run["pipeline"]) for run in runs}
+    expected = {(name, 1024, 1) for name in BYTE_SERVERS_ALL}
+    for point in ((64, 1), (64 * PIPELINE, PIPELINE)):
+        expected |= {(name, *point) for name in LINE_SERVERS_ALL | {"asyncio-protocol"}}
     assert measured == expected
     assert len(runs) == len(expected)  # one repeat each
     # Each summary row has a ratio, since the reference ran beside it.
@@ -146,7 +166,7 @@ def test_idle_servers_held_every_connection_and_echoed_a_sample(
 ) -> None:
     results, _ = smoke
     idle = {r["server"]: r for r in results["idle"]}
-    assert set(idle) == BYTE_SERVERS
+    assert set(idle) == BYTE_SERVERS | {"lineserver"} | INSTALLED_PEERS
     for name, result in idle.items():
         assert result["requested"] == SMOKE_IDLE_CONNECTIONS, name
         assert result["connections"] == SMOKE_IDLE_CONNECTIONS, name
@@ -163,6 +183,18 @@ def test_markdown_leads_with_the_ratio(smoke: tuple[dict[str, Any], Path]) -> No
     for name in EXPECTED_SERVERS:
         assert f" {name} |" in markdown or f" **{name}** |" in markdown, name
     assert (out / "results.txt").exists()
+    # The line-protocol table, the pipelined point only there.
+    lines = markdown.split("## Line protocols", 1)[1].split("\n## ", 1)[0]
+    assert "### 64 B lines × 10 connections" in lines
+    assert "### 16 × 64 B lines per write × 10 connections" in lines
+    assert "| × asyncio-protocol | × asyncio-readline | server | lines/s |" in lines
+    for name in LINE_SERVERS_ALL:
+        assert f" {name} |" in lines or f" **{name}** |" in lines, name
+    assert markdown.count("16 × 64 B lines") == 1
+    line_rows = json.loads((out / "results.json").read_text())["lines"]["summary"]
+    assert {row["server"] for row in line_rows} == LINE_SERVERS_ALL
+    for row in line_rows:
+        assert row["yardstick_ratio"] is not None and row["yardstick_ratio"] > 0, row
 
 
 def test_time_limit_stops_the_run_and_writes_what_finished(tmp_path: Path) -> None:
@@ -244,7 +276,7 @@ def test_uvloop_asked_for_but_missing_is_a_usage_error(
     assert "uvloop was asked for but is not installed" in capsys.readouterr().err
 
 
-def test_the_full_run_interleaves_servers_and_measures_lines_at_64_bytes() -> None:
+def test_the_full_run_interleaves_servers_and_measures_the_line_points() -> None:
     configs = select_configs(None, None, uvloop=True)
     plan = make_plan(FULL, configs)
     names = [c.name for c in configs]
@@ -255,30 +287,59 @@ def test_the_full_run_interleaves_servers_and_measures_lines_at_64_bytes() -> No
         "compat (uvloop)",
         "stream --lines (uvloop)",
         "lineserver (uvloop)",
+        "asyncio-readline (uvloop)",
     }
-    per_repeat: list[list[tuple[int, int, str]]] = [[], [], []]
+    per_repeat: list[list[tuple[int, int, int, str]]] = [[], [], []]
     for step in plan.steps:
-        per_repeat[step.repeat].append((step.size, step.connections, step.config.name))
+        per_repeat[step.repeat].append(
+            (step.size, step.connections, step.pipeline, step.config.name)
+        )
     # Repeats come one after another, each with the same runs.
     assert [step.repeat for step in plan.steps] == sorted(s.repeat for s in plan.steps)
     assert len({frozenset(runs) for runs in per_repeat}) == 1
     runs = set(per_repeat[0])
-    assert len(runs) == len(per_repeat[0]) == 41
-    for size, connections, name in runs:
-        if name.split(" (")[0] in LINE_SERVERS:
-            assert (size, connections) == (64, 10), name
-        else:
-            assert (size, connections) in {
-                (64, 10),
-                (1024, 10),
-                (16384, 10),
-                (1024, 100),
-            }
-    # Never the same server twice in a row: each (size, connections) point
-    # runs every server once before the next point.
+    # 41 with the byte servers, 41 for the line section.
+    assert len(runs) == len(per_repeat[0]) == 82
+    line_points = {(64, 10, 1), (1024, 10, 1), (64, 100, 1), (1024, 10, 16)}
+    byte_points = {(64, 10, 1), (1024, 10, 1), (16384, 10, 1), (1024, 100, 1)}
+    points: dict[tuple[int, int, int], set[str]] = {}
+    for size, connections, pipeline, name in runs:
+        points.setdefault((size, connections, pipeline), set()).add(name)
+        if name == "asyncio-protocol":
+            continue  # at every point: every ratio is to it
+        expected = line_points if name.split(" (")[0] in LINE_SERVERS else byte_points
+        assert (size, connections, pipeline) in expected, name
+    # Every line server at every line point, next to the reference.
+    lines = {name for name in names if name.split(" (")[0] in LINE_SERVERS}
+    for point in line_points:
+        assert lines | {"asyncio-protocol"} <= points[point], point
+    # Never the same server twice in a row: each point runs every server
+    # once before the next point.
     for a, b in zip(plan.steps, plan.steps[1:]):
         assert a.config != b.config
-    assert {c.name for c in plan.idle} == BYTE_SERVERS
+    assert {c.name for c in plan.idle} == BYTE_SERVERS | {"lineserver"} | LINE_PEERS
+
+
+def test_selecting_a_line_server_brings_asyncio_readline_on_its_loop() -> None:
+    plan = make_plan(
+        FULL, select_configs(["lineserver (uvloop)", "gevent"], None, True)
+    )
+    assert {c.name for c in plan.configs} == {
+        "asyncio-protocol",
+        "gevent",
+        "lineserver (uvloop)",
+        # gevent brings its own loop, so it is compared on asyncio's.
+        "asyncio-readline",
+        "asyncio-readline (uvloop)",
+    }
+    # A peer with its own loop is never run on uvloop, nor offered there.
+    assert "gevent (uvloop)" not in cli._KNOWN
+    assert "twisted-linereceiver (uvloop)" not in cli._KNOWN
+    assert "anyio-asyncio (uvloop)" in cli._KNOWN
+    assert not any(
+        c.kind.name == "anyio-trio" for c in select_configs(None, ["uvloop"], True)
+    )
+    assert ServerConfig(kind_named("gevent")).argv()[-3:] == ["gevent", "--port", "0"]
 
 
 # --- the pressure workloads ---------------------------------------------------
@@ -304,7 +365,9 @@ def test_pressure_smoke_run_measured_and_verified_every_workload(
     results, _ = pressure
     assert results["complete"] is True
     servers = {s["name"]: s for s in results["servers"]}
+    # asyncio-readline: the closed loop's yardstick of line servers.
     expected = {"asyncio-protocol", "stream", "compat", "compat --lines"}
+    expected.add("asyncio-readline")
     if HAVE_UVLOOP:
         # The closed loop measures stream on uvloop too; pressure does not.
         expected.add("stream (uvloop)")
@@ -351,12 +414,13 @@ def test_pressure_tables_are_written(pressure: tuple[dict[str, Any], Path]) -> N
 def _plan(*argv: str) -> Plan:
     parser = cli.build_parser()
     args = parser.parse_args(argv)
-    return cli._plan(parser, args, cli._settings(args))
+    plan, _ = cli._plan(parser, args, cli._settings(args))
+    return plan
 
 
 def test_the_full_run_interleaves_the_pressure_workloads_on_asyncio() -> None:
     plan = _plan()
-    fairness = {"asyncio-protocol", "asyncio-streams"} | LINE_SERVERS
+    fairness = {"asyncio-protocol", "asyncio-streams"} | OUR_LINE_SERVERS
     fairness |= {"stream", "stream-public-api", "compat"}
     for repeat in range(FULL.repeat):
         steps = [s for s in plan.pressure if s.repeat == repeat]
@@ -374,7 +438,7 @@ def test_the_full_run_interleaves_the_pressure_workloads_on_asyncio() -> None:
         order = [s.config.name for s in first]
         assert names["bulk"] == order[repeat:] + order[:repeat]
     assert len(plan.pressure) == FULL.repeat * (8 + 6)
-    assert {c.name for c in plan.stuck} == (BYTE_SERVERS | LINE_SERVERS) - {
+    assert {c.name for c in plan.stuck} == (BYTE_SERVERS | OUR_LINE_SERVERS) - {
         "stream-public-api"
     }
     assert all(s.config.loop == "asyncio" for s in plan.pressure)
@@ -578,6 +642,7 @@ def _run(
     busy: float,
     preempted: float | None = 0.0,
     size: int = 1024,
+    pipeline: int = 1,
 ) -> RunResult:
     elapsed = 1.0
     return RunResult(
@@ -595,6 +660,7 @@ def _run(
         sent_bytes=size * int(rate),
         verified_bytes=size * int(rate),
         client_preempted=preempted,
+        pipeline=pipeline,
     )
 
 
@@ -684,7 +750,7 @@ def test_results_written_before_client_preempted_load_without_noise() -> None:
 
 
 def test_bench_doctests_pass() -> None:
-    for module in (client, report_module):
+    for module in (cli, client, report_module, servers):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 
@@ -806,6 +872,213 @@ def test_redraw_of_something_else_is_a_usage_error(
     assert raised.value.code == 2
     err = capsys.readouterr().err
     assert f"--redraw {source}: not the results.json of a benchmark run" in err
+
+
+# --- line protocols: the peers, skipping one that is missing, the table -----
+
+#: Every line peer installed here, on each loop a default run measures it
+#: on, and our LineServer, which the peers' end-of-input behaviour matches.
+_TAIL_SERVERS = sorted(INSTALLED_PEERS | {"lineserver"})
+if HAVE_UVLOOP:
+    _TAIL_SERVERS += ["asyncio-readline (uvloop)"]
+
+
+@pytest.mark.parametrize("name", _TAIL_SERVERS)
+def test_a_line_peer_echoes_the_unterminated_tail_at_half_close_then_closes(
+    name: str,
+) -> None:
+    kind, _, loop = name.partition(" (")
+    config = ServerConfig(kind_named(kind), "uvloop" if loop else "asyncio")
+    sent = b"one\ntwo\n" + b"x" * 1000 + b"\nunterminated tail"
+    with ServerProcess(config) as server:
+        assert server.port is not None
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(sent)
+            sock.shutdown(socket.SHUT_WR)
+            got = bytearray()
+            while chunk := sock.recv(65536):  # b"": the server closed
+                got += chunk
+    assert bytes(got) == sent
+    assert server.returncode() == 0
+
+
+def test_a_peer_whose_framework_is_missing_is_skipped_with_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    missing = ServerKind(
+        "missing-peer",
+        ("tornado_echo.bench.line_peers", "asyncio-readline", "--port", "0"),
+        lines=True,
+        ours=False,
+        uvloop_by_default=True,
+        requires=("tornado_echo_no_such_module",),
+    )
+    reason = (
+        "tornado_echo_no_such_module is not installed "
+        "(pip install 'tornado_echo[bench]')"
+    )
+    assert unavailable(missing) == reason
+
+    def with_missing(*args: Any, **kwargs: Any) -> tuple[ServerConfig, ...]:
+        # Selected on both loops, for the closed loop and for pressure.
+        extra = (ServerConfig(missing), ServerConfig(missing, "uvloop"))
+        return (*select_configs(*args, **kwargs), *extra)
+
+    monkeypatch.setattr(cli, "select_configs", with_missing)
+    status = main(
+        [
+            "--smoke", "--servers", "asyncio-protocol", "--loops", "asyncio",
+            "--sizes", "64",
+            "--idle", "0", "--pressure", "none", "--warmup", "0",
+            "--duration", "0.1", "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 0, err
+    mentions = [line for line in err.splitlines() if "missing-peer" in line]
+    assert mentions == [f"bench: skipping missing-peer: {reason}"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["complete"] is True
+    assert [s["name"] for s in results["servers"]] == ["asyncio-protocol"]
+    assert f"skipping missing-peer: {reason}" in results["notes"]
+
+
+def test_every_peer_says_which_modules_it_needs() -> None:
+    needs = {kind.name: kind.requires for kind in KINDS if not kind.ours}
+    assert needs["twisted-linereceiver"] == ("twisted",)
+    assert needs["anyio-trio"] == ("anyio", "trio")
+    assert needs["gevent"] == ("gevent",)
+    assert needs["asyncio-readline"] == needs["asyncio-protocol"] == ()
+    for kind in KINDS:
+        found = all(importlib.util.find_spec(name) for name in kind.requires)
+        assert (unavailable(kind) is None) == found, kind.name
+
+
+def _line_report() -> Report:
+    names: list[tuple[str, LoopName]] = [
+        ("asyncio-protocol", "asyncio"),
+        ("asyncio-readline", "asyncio"),
+        ("twisted-linereceiver", "asyncio"),
+        ("stream --lines", "asyncio"),
+        ("asyncio-readline", "uvloop"),
+        ("lineserver", "uvloop"),
+    ]
+    report = Report(
+        servers=[ServerConfig(kind_named(kind), loop) for kind, loop in names],
+        settings={"repeat": 2},
+        machine={},
+        malloc_env={},
+    )
+    # Round trips/s at 64 B lines, and at 16 of them per write. Ratios are
+    # taken within a repeat, however slow the second one was.
+    rates = {
+        "asyncio-protocol": (90_000, 30_000),
+        "asyncio-readline": (30_000, 2_000),
+        "twisted-linereceiver": (15_000, 4_000),
+        "stream --lines": (45_000, 5_000),
+        "asyncio-readline (uvloop)": (40_000, 3_000),
+        "lineserver (uvloop)": (60_000, 6_000),
+    }
+    for repeat, scale in enumerate((1.0, 2.0)):
+        for server, (single, pipelined) in rates.items():
+            report.runs += [
+                _run(server, repeat, single * scale, 0.6, size=64),
+                _run(
+                    server, repeat, pipelined * scale, 0.6,
+                    size=64 * PIPELINE, pipeline=PIPELINE,
+                ),
+            ]  # fmt: skip
+    return report
+
+
+def test_line_table_compares_with_asyncio_readline_on_the_same_loop() -> None:
+    report = _line_report()
+    rows = {(line.row.server, line.row.pipeline): line for line in report.line_rows()}
+    assert {server for server, _ in rows} == {
+        "asyncio-readline",
+        "twisted-linereceiver",
+        "stream --lines",
+        "asyncio-readline (uvloop)",
+        "lineserver (uvloop)",
+    }
+    stream = rows[("stream --lines", 1)]
+    assert stream.yardstick == "asyncio-readline"
+    assert stream.yardstick_ratio == pytest.approx(1.5)
+    assert stream.yardstick_ratios == pytest.approx((1.5, 1.5))
+    assert stream.row.ratio == pytest.approx(0.5)
+    assert rows[("lineserver (uvloop)", 1)].yardstick == "asyncio-readline (uvloop)"
+    assert rows[("lineserver (uvloop)", 1)].yardstick_ratio == pytest.approx(1.5)
+    assert rows[("twisted-linereceiver", 1)].yardstick_ratio == pytest.approx(0.5)
+    piped = rows[("stream --lines", PIPELINE)]
+    assert piped.yardstick_ratio == pytest.approx(2.5)
+    assert piped.row.rate == pytest.approx(7_500)  # the median of 5,000 and 10,000
+    assert piped.row.lines_per_s == pytest.approx(7_500 * PIPELINE)
+    # 0.9 s of CPU over 5,000 and 10,000 round trips of 16 lines each.
+    assert piped.row.server_cpu_per_line_us == pytest.approx(135 / PIPELINE)
+    markdown = report.to_markdown()
+    assert "## Line protocols" in markdown
+    assert "### 64 B lines × 10 connections" in markdown
+    assert "### 16 × 64 B lines per write × 10 connections" in markdown
+    assert "| 0.50× | 1.50× | **stream --lines** | 67,500 | 200 | 15.0 | 60% |" in (
+        markdown
+    )
+    assert (
+        "| 0.17× | 2.50× | **stream --lines** | 120,000 | 7,500 | 200 | 8.4 | 60% |"
+        in markdown
+    )
+    assert "| 0.67× | 1.50× | **lineserver (uvloop)** | 90,000 |" in markdown
+    # The pipelined point is not among the round-trip tables.
+    assert "## 1 KiB × 10 connections" not in markdown
+    assert "## 64 B × 10 connections" in markdown
+    text = report.to_text()
+    assert "line protocols: × asyncio-protocol, × asyncio-readline" in text
+    assert "16 × 64 B lines per write × 10 connections" in text
+    data = json.loads(json.dumps(report.to_json()))
+    summary = {
+        (row["server"], row["pipeline"]): row for row in data["lines"]["summary"]
+    }
+    assert summary[("twisted-linereceiver", 1)]["yardstick"] == "asyncio-readline"
+    assert summary[("stream --lines", PIPELINE)]["lines_per_s"] == 120_000
+    again = Report.from_json(data)
+    assert again.line_rows() == report.line_rows()
+
+
+def test_line_chart_tells_ours_from_peers_at_every_line_point(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    report = _line_report()
+    drawn = chart._draw_lines(report)
+    ours, peers, marks = drawn.legends
+    assert [t.get_text() for t in ours.get_texts()] == ["stream --lines", "lineserver"]
+    assert [t.get_text() for t in peers.get_texts()] == [
+        "asyncio-readline",
+        "twisted-linereceiver",
+    ]
+    assert "hatched: on uvloop" in [t.get_text() for t in marks.get_texts()]
+    (axes,) = drawn.figure.axes
+    assert [t.get_text() for t in axes.get_xticklabels()] == [
+        "64 B\n× 10",
+        "16 × 64 B lines per write\n× 10",
+    ]
+    points = [(64, 10, 1), (64 * PIPELINE, 10, PIPELINE)]
+    line_servers = {config.name for config in report.servers[1:]}
+    assert set(drawn.bars) == {(p, name) for p in points for name in line_servers}
+    for point in points:
+        x = {name: bar.get_x() for (p, name), bar in drawn.bars.items() if p == point}
+        # Peers on the left of each group, ours on the right.
+        assert max(x["asyncio-readline"], x["twisted-linereceiver"]) < min(
+            x["stream --lines"], x["lineserver (uvloop)"]
+        )
+    assert drawn.bars[(points[0], "lineserver (uvloop)")].get_hatch() == "//"
+    assert drawn.bars[(points[0], "stream --lines")].get_height() == pytest.approx(0.5)
+    path = tmp_path / "chart-lines.png"
+    assert chart.write_line_chart(report, path)
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # The byte chart leaves line servers to this one, and with only the
+    # reference left it is not drawn.
+    assert {row.server for row in chart._rows(report, 10)} == {"asyncio-protocol"}
+    assert not chart.write_chart(report, tmp_path / "chart.png", 10)
 
 
 # --- the CLI reference: quoted server names stay whole -----------------------

@@ -352,3 +352,107 @@ async def test_the_documented_shared_state_is_shared_by_every_connection(
     finally:
         w1.close()
         w2.close()
+
+
+# --- replies to the lines of one read: one write, in order, nothing lost ----
+
+
+class _CountsWrites(Upper):
+    """Upper, counting the writes each connection makes."""
+
+    writes: list[int]
+
+    async def on_connect(self, conn: LineConnection) -> None:
+        stream_write = conn.stream.write
+        self.writes = [0]
+
+        def counting(data: Any) -> Any:
+            self.writes[0] += 1
+            return stream_write(data)
+
+        conn.stream.write = counting  # type: ignore[method-assign]
+
+
+async def test_the_replies_to_the_lines_of_one_read_go_out_in_one_write(
+    start: Start,
+) -> None:
+    server = _CountsWrites()
+    port = await start(server)
+    lines = b"".join(b"line %d\n" % i for i in range(100))
+    assert await roundtrip(port, lines) == lines.upper()
+    # 700 bytes in one send are one read (two at most, split by the kernel).
+    assert 1 <= server.writes[0] <= 2, server.writes
+
+
+class _Mixed(LineServer):
+    """Replies both ways: returned, and sent from inside the handler."""
+
+    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes | None:
+        if line.startswith(b"twice "):
+            await conn.send_line(line[6:])
+            return line[6:]
+        if line == b"nothing":
+            return None
+        return line
+
+
+async def test_replies_sent_from_a_handler_keep_their_place(start: Start) -> None:
+    port = await start(_Mixed())
+    sent = b"a\ntwice b\nnothing\nc\ntwice d\n"
+    assert await roundtrip(port, sent) == b"a\nb\nb\nc\nd\nd\n"
+
+
+class _Waits(LineServer):
+    """``slow`` waits until the test lets it go; the others answer at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+
+    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
+        if line == b"slow":
+            await self.go.wait()
+        return line.upper()
+
+
+async def test_a_handler_that_waits_does_not_hold_back_earlier_replies(
+    start: Start,
+) -> None:
+    server = _Waits()
+    port = await start(server)
+    reader, writer = await connect(port)
+    try:
+        writer.write(b"fast\nslow\nafter\n")
+        # Answered while the next line's handler still waits.
+        assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"FAST\n"
+        server.go.set()
+        assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"SLOW\n"
+        assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"AFTER\n"
+    finally:
+        writer.close()
+
+
+class _Fails(LineServer):
+    """``boom`` raises, ``quit`` closes; the lines before them are answered."""
+
+    async def handle_line(self, conn: LineConnection, line: bytes) -> bytes:
+        if line == b"boom":
+            raise RuntimeError("boom")
+        if line == b"quit":
+            conn.close()
+        return line.upper()
+
+
+@pytest.mark.parametrize("last", [b"boom", b"quit"])
+async def test_earlier_replies_go_out_when_a_later_line_ends_the_connection(
+    start: Start, last: bytes
+) -> None:
+    port = await start(_Fails())
+    reader, writer = await connect(port)
+    try:
+        writer.write(b"one\ntwo\n" + last + b"\nnever\n")
+        with ExpectLog("tornado.application", "Uncaught exception", required=False):
+            received = await wait_closed_by_server(reader)
+    finally:
+        writer.close()
+    assert received == b"ONE\nTWO\n"

@@ -214,7 +214,7 @@ class HalfCloseIOStream(HalfClosingStream):
     # Slots, not instance attributes: `.IOStream` already sets 27, and a
     # few more would push its instance dict past the 30 keys a shared-key
     # dict holds, costing about 1.5 KB per connection.
-    __slots__ = ("_after_others", "_answered", "_chunk_buffer", "_drained")
+    __slots__ = ("_after_others", "_answered", "_chunk_buffer", "_drained", "_written")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -226,6 +226,7 @@ class HalfCloseIOStream(HalfClosingStream):
         # `_unreported_error`.
         self._answered = False
         self._chunk_buffer: bytearray | None = None
+        self._written: Future[None] | None = None
 
     def read_chunk(
         self, max_bytes: int, *, after_others: bool = False
@@ -332,8 +333,14 @@ class HalfCloseIOStream(HalfClosingStream):
             self._answered = True
             self.bytes_out += sent
             if sent == len(data):
-                done: Future[None] = Future()
-                done.set_result(None)
+                done = self._written
+                if done is None:
+                    # One finished future, handed out for every write the
+                    # kernel takes whole: a done future can be awaited any
+                    # number of times, and a fresh one per reply is the most
+                    # an echo allocates.
+                    done = self._written = Future()
+                    done.set_result(None)
                 return done
             data = memoryview(data)[sent:]
         return self._write_later(data)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import codecs
 import enum
+import types
 from asyncio import Future
-from typing import TYPE_CHECKING, Any, Unpack
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from tornado.iostream import IOStream, StreamClosedError
 
@@ -32,6 +34,8 @@ from tornado_echo.server import TCPServerOptions, TrackedTCPServer
 
 if TYPE_CHECKING:
     from tornado_echo.proxy_header import ProxyHeader
+
+_T = TypeVar("_T")
 
 
 class IncompleteReadError(Error, StreamClosedError):
@@ -76,6 +80,17 @@ class LineConnection:
         self._partial_line_check = server.partial_line_check
         self._partial_checked = False  # this line was shown to the check
         self._raw = False  # inside read_exactly
+        # Replies to lines of the current read, framed, not yet written: they
+        # go out together, in one write, before the next read (see
+        # LineServer.serve_stream). Only when send_line and write are ours,
+        # so that a subclass overriding either still sees every line.
+        self._owed: list[bytes] = []
+        self._owed_size = 0
+        cls = type(self)
+        self._batches = (
+            cls.send_line is LineConnection.send_line
+            and cls.write is LineConnection.write
+        )
         #: Lines handled on this connection.
         self.lines: int = 0
         #: Overlong lines refused on this connection.
@@ -126,11 +141,44 @@ class LineConnection:
 
         The returned `.Future` resolves once the bytes were handed to the
         kernel. Awaiting it is the backpressure: a client that does not read
-        makes this wait, not the server's memory grow.
+        makes this wait, not the server's memory grow. The bytes follow any
+        replies still owed to earlier lines (write through this method or
+        `send_line`, not ``stream.write``, to keep that order).
 
         .. versionchanged:: 0.3.0
            A plain method returning a `.Future` (it was ``async``).
         """
+        if self._owed:
+            # Replies owed to earlier lines go first, in the same write.
+            self._owed.append(data)
+            return self._pay()
+        return self.stream.write(data)
+
+    def _owe(self, reply: bytes | str) -> Future[None] | None:
+        """Frame ``reply`` to be written with the rest of this read's replies.
+
+        Returns the write once enough is owed that it should not wait.
+        """
+        if isinstance(reply, str):
+            reply = reply.encode(self.server.encoding)
+        data = self._framer.frame(reply)
+        self._owed.append(data)
+        self._owed_size += len(data)
+        if self._owed_size >= _OWED_LIMIT:
+            return self._pay()
+        return None
+
+    def _pay_what_it_can(self) -> None:
+        """Hand what is owed to the kernel, if it takes it, without waiting."""
+        if self._owed and not self._closed and not self.stream.closed():
+            self._pay()
+
+    def _pay(self) -> Future[None]:
+        """Write every reply owed, in one write; await it."""
+        owed = self._owed
+        data = owed[0] if len(owed) == 1 else b"".join(owed)
+        owed.clear()
+        self._owed_size = 0
         return self.stream.write(data)
 
     def close(self) -> None:
@@ -140,6 +188,8 @@ class LineConnection:
         has not read them yet may lose them to the reset that closing with
         its input unread causes; to end a conversation, prefer `finish`.
         """
+        # Replies owed to earlier lines were as good as sent before.
+        self._pay_what_it_can()
         self._closed = True
         self.stream.close()
 
@@ -177,35 +227,75 @@ class LineConnection:
     async def _next_event(self) -> Event:
         framer = self._framer
         while (event := framer.next_event()) is NEED_DATA:
-            check = self._partial_line_check
-            if (
-                check is not None
-                and not self._partial_checked
-                and not self._raw
-                and framer.buffered > check
-            ):
-                # Between events the framer holds just the line coming in.
-                self._partial_checked = True
-                self.server.check_partial_line(self, framer.peek(check))
-                if self._closed:
-                    raise StreamClosedError()
-            if self._at_eof:
-                # The framer already reported the end; nothing more comes.
+            if not self._before_read():
                 return EndOfInput(b"")
             try:
                 data = await self._read(self._chunk_size, False)
             except StreamClosedError as exc:
                 if self._closed or exc.real_error is not None:
                     raise
-                # The peer's FIN: let the framer flush what it holds.
-                data = b""
-            if not data:
-                self._at_eof = True
-            self._turn.after_read(len(data) == self._chunk_size)
-            framer.receive_data(data)
+                data = b""  # the peer's FIN: the framer flushes what it holds
+            self._received(data)
         if not isinstance(event, RawData):
             self._partial_checked = False  # that line is done
         return event
+
+    # The steps of a read, shared by _next_event and LineServer.serve_stream,
+    # which inlines the read itself: one coroutine less per line.
+
+    def _before_read(self) -> bool:
+        """Show a long partial line to the check; False if no more input comes."""
+        check = self._partial_line_check
+        if (
+            check is not None
+            and not self._partial_checked
+            and not self._raw
+            and self._framer.buffered > check
+        ):
+            # Between events the framer holds just the line coming in.
+            self._partial_checked = True
+            self.server.check_partial_line(self, self._framer.peek(check))
+            if self._closed:
+                raise StreamClosedError()
+        # Once the framer has reported the end, nothing more comes.
+        return not self._at_eof
+
+    def _received(self, data: bytes) -> None:
+        # What serve_stream does inline, on its hot path.
+        if not data:
+            self._at_eof = True
+        self._turn.after_read(len(data) == self._chunk_size)
+        self._framer.receive_data(data)
+
+
+# Past this many bytes of owed replies, they are written without waiting for
+# the read's last line: the replies to one read can be far larger than it.
+_OWED_LIMIT = 65536
+
+
+@types.coroutine
+def _carry_on(
+    handling: Coroutine[Any, Any, _T], waits_for: Any
+) -> Generator[Any, Any, _T]:
+    """Go on with ``handling``, already started and now waiting for ``waits_for``.
+
+    What ``await handling`` would have done from there: what the handler
+    yields goes to the Task, and what the Task sends or throws (a
+    cancellation) goes to the handler.
+    """
+    while True:
+        try:
+            sent = yield waits_for
+        except BaseException as exc:  # noqa: BLE001 - every one is the handler's
+            try:
+                waits_for = handling.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        else:
+            try:
+                waits_for = handling.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
 
 class _Unset(enum.Enum):
@@ -223,8 +313,11 @@ class LineServer(TrackedTCPServer):
     input into lines (any delimiter, default ``b"\n"``), calls `handle_line`
     for each in order, sends what it returns as a line, and awaits every
     write, so each connection has backpressure and a slow client never
-    holds up the others. Lines longer than ``max_line_length`` (default
-    65536, not counting the delimiter) follow ``on_long_line``:
+    holds up the others. The replies to the lines that arrived in one read
+    go out together, in one write, before the next read; a handler that
+    waits for something lets the replies owed to earlier lines go first.
+    Lines longer than ``max_line_length`` (default 65536, not counting the
+    delimiter) follow ``on_long_line``:
 
     ``"close"`` (default)
         the line is never delivered and the connection is closed once
@@ -421,20 +514,87 @@ class LineServer(TrackedTCPServer):
         conn = self.connection_class(self, stream, address)
         self._line_connections.add(conn)
         self.count_lines(stream, conn)  # type: ignore[arg-type]
-        turn = conn._turn
+        framer, turn, read = conn._framer, conn._turn, conn._read
+        chunk_size, batches = conn._chunk_size, conn._batches
+        checks = conn._partial_line_check is not None
+        handle_line = self.handle_line
         try:
             await self.on_connect(conn)
             while not (conn._closed or conn._finishing):
-                event = await conn._next_event()
-                # Work at hand: a line, which may be one of many queued.
-                if turn.due():
+                event = framer.next_event()
+                if event is NEED_DATA:
+                    # Everything owed to this read's lines, in one write,
+                    # awaited (the backpressure) before reading on.
+                    if conn._owed:
+                        await conn._pay()
+                    if (checks or conn._at_eof) and not conn._before_read():
+                        event = EndOfInput(b"")
+                    else:
+                        try:
+                            data = await read(chunk_size, False)
+                        except StreamClosedError as exc:
+                            # A bare raise: re-raising exc from a function
+                            # that holds it would tie it to that frame in a
+                            # cycle, and keep the connection until a full
+                            # collection.
+                            if conn._closed or exc.real_error is not None:
+                                raise
+                            data = b""  # the peer's FIN
+                        if not data:
+                            conn._at_eof = True
+                        full = len(data) == chunk_size
+                        if full or turn.running:
+                            turn.after_read(full)
+                        framer.receive_data(data)
+                        # The first line of a read goes straight on: if the
+                        # read came back short, the next one waits for the
+                        # poller anyway, so there is no turn to give up.
+                        event = framer.next_event()
+                        if event is NEED_DATA:
+                            continue
+                elif turn.due():
+                    # More lines at hand: queued, so give way in between.
+                    if conn._owed:
+                        await conn._pay()
                     await next_turn()
-                if isinstance(event, Line):
+                if event.__class__ is Line:
+                    conn._partial_checked = False
                     conn.lines += 1
-                    reply = await self.handle_line(conn, event.data)
+                    line = event.data
+                    if not (batches and (conn._owed or framer.buffered)):
+                        # The only line at hand (a request and its reply, the
+                        # usual case), or a subclass's own send_line or write:
+                        # nothing to write together with, so no batch.
+                        reply = await handle_line(conn, line)
+                        if reply is not None and not conn._closed:
+                            await conn.send_line(reply)
+                        continue
+                    handling = handle_line(conn, line)
+                    if handling.__class__ is not types.CoroutineType:
+                        reply = await handling  # an awaitable, not a coroutine
+                    else:
+                        try:
+                            waits_for = handling.send(None)
+                        except StopIteration as done:
+                            # Answered without waiting: no Task wake-up, and
+                            # the reply joins this read's others.
+                            reply = done.value
+                        else:
+                            # The handler waits for something: what is owed
+                            # to earlier lines goes out first, in order.
+                            paying = conn._pay() if conn._owed else None
+                            reply = await _carry_on(handling, waits_for)
+                            if paying is not None:
+                                await paying
                     if reply is not None and not conn._closed:
-                        await conn.send_line(reply)
-                elif isinstance(event, LineTooLong):
+                        paying = conn._owe(reply)
+                        if paying is not None:
+                            await paying
+                    continue
+                conn._partial_checked = False
+                if conn._owed:
+                    await conn._pay()
+                if isinstance(event, LineTooLong):
                     conn.lines_too_long += 1
                     log_line_too_long(format_address(address), event, self.on_long_line)
                     await self.handle_long_line(conn)
@@ -444,9 +604,15 @@ class LineServer(TrackedTCPServer):
                 else:
                     # RawData only ever reaches conn.read_exactly.
                     raise TypeError(f"unexpected framer event {event!r}")
+            if conn._owed and not conn._closed:
+                await conn._pay()
         except StreamClosedError:
             if not conn.closed:
                 raise
+        except BaseException:
+            # A handler failed: the replies to the lines before it still go.
+            conn._pay_what_it_can()
+            raise
         finally:
             self._line_connections.discard(conn)
             await self.on_disconnect(conn)

@@ -1,8 +1,11 @@
-"""The benchmark's bar chart, as a PNG.
+"""The benchmark's bar charts, as PNGs.
 
-One group of bars per message size, one bar per server, at one connection
-count; a bar's height is the server's ratio to `.REFERENCE`, with a line at
-1.0 and whiskers from the lowest to the highest repeat's ratio.
+`write_chart`: one group of bars per message size, one bar per byte-echo
+server, at one connection count. `write_line_chart`: one group per line
+point (line length, connections, pipelined or not), one bar per line
+server, ours and the peers. In both a bar's height is the server's ratio to
+`.REFERENCE`, with a line at 1.0 and whiskers from the lowest to the
+highest repeat's ratio.
 
 The legend sits beside the plot in two titled groups, tornado_echo's own
 servers (warm colours) and their peers (cool ones), one entry per kind of
@@ -14,7 +17,8 @@ not a ceiling; a third small group of the legend says so, and what the
 hatching and the dashed line mean.
 
 matplotlib is optional (the package itself needs only Tornado); without it
-`write_chart` says so on stderr and writes nothing.
+`write_chart` says so on stderr and writes nothing, and so does
+`write_line_chart`.
 
 .. versionadded:: 0.3.0
 """
@@ -24,17 +28,20 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from tornado_echo.bench.report import Report, Row, size_label
+from tornado_echo.bench.report import Report, Row, point_label, size_label
 from tornado_echo.bench.servers import REFERENCE
 
-__all__ = ["write_chart"]
+__all__ = ["write_chart", "write_line_chart"]
 
-# Peers in cool colours, ours in warm ones.
-_PEER_COLOURS = ("#4c72b0", "#8172b3", "#64b5cd", "#8c8c8c")
+# Peers in cool colours, ours in warm ones; enough that the line chart's
+# five peers and the byte chart's three each get their own.
+_PEER_COLOURS = (
+    "#4c72b0", "#8172b3", "#64b5cd", "#8c8c8c", "#2a7f7f", "#1d3461", "#9aa6d6",
+)  # fmt: skip
 _OUR_COLOURS = ("#dd8452", "#c44e52", "#55a868", "#937860", "#da8bc3", "#ccb974")
 
 _OURS_TITLE = "tornado_echo"
@@ -104,21 +111,50 @@ class _Drawn:
 
     #: A `matplotlib.figure.Figure` (typed loosely: matplotlib is optional).
     figure: Any
-    #: (size, server) -> that bar's `~matplotlib.patches.Rectangle`.
-    bars: dict[tuple[int, str], Any]
-    #: (size, server) -> the marker at the foot of a client-bound bar.
-    client_bound: dict[tuple[int, str], Any]
+    #: (group, server) -> that bar's `~matplotlib.patches.Rectangle`; the
+    #: group is the size, or in the line chart (size, connections, pipeline).
+    bars: dict[tuple[Any, str], Any]
+    #: (group, server) -> the marker at the foot of a client-bound bar.
+    client_bound: dict[tuple[Any, str], Any]
     #: The legends, top to bottom: ours, peers, then what marks mean.
     legends: list[Any]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Chart:
+    """What one chart shows: its rows, in groups of bars, and its words."""
+
+    rows: list[Row]
+    #: The groups, left to right, each with the label under its bars.
+    groups: list[tuple[Any, str]]
+    #: The group a row's bar is in.
+    group: Callable[[Row], Any]
+    title: str
+    xlabel: str
+
+
 def write_chart(report: Report, path: Path, connections: int) -> bool:
-    """Draw the rows at ``connections`` connections into ``path``.
+    """Draw the byte-echo rows at ``connections`` connections into ``path``.
 
     Returns whether a chart was written: not without matplotlib, nor
     without a row that has a ratio.
     """
-    if not _rows(report, connections):
+    return _write(report, _byte_chart(report, connections), path)
+
+
+def write_line_chart(report: Report, path: Path) -> bool:
+    """Draw the line servers' rows, at every line point, into ``path``.
+
+    Returns whether a chart was written: not without matplotlib, nor
+    without a line server's row that has a ratio.
+
+    .. versionadded:: 0.3.0
+    """
+    return _write(report, _line_chart(report), path)
+
+
+def _write(report: Report, chart: _Chart, path: Path) -> bool:
+    if not chart.rows:
         return False
     if importlib.util.find_spec("matplotlib") is None:
         print(
@@ -127,7 +163,7 @@ def write_chart(report: Report, path: Path, connections: int) -> bool:
             file=sys.stderr,
         )
         return False
-    drawn = _draw(report, connections)
+    drawn = _draw_chart(report, chart)
     path.parent.mkdir(parents=True, exist_ok=True)
     # "tight" grows the image to hold the legends beside the plot.
     drawn.figure.savefig(path, bbox_inches="tight", pad_inches=0.15)
@@ -135,15 +171,69 @@ def write_chart(report: Report, path: Path, connections: int) -> bool:
 
 
 def _rows(report: Report, connections: int) -> list[Row]:
+    """The byte-echo rows at ``connections`` that have a ratio."""
     return [
         row
         for row in report.rows()
-        if row.connections == connections and row.ratio is not None
+        if row.connections == connections
+        and row.ratio is not None
+        and not row.lines
+        and row.pipeline == 1
     ]
 
 
+def _byte_chart(report: Report, connections: int) -> _Chart:
+    rows = _rows(report, connections)
+    if all(row.server == REFERENCE for row in rows):
+        rows = []  # its bars, all at 1.0, compare nothing (--servers lineserver)
+    return _Chart(
+        rows=rows,
+        groups=[(size, size_label(size)) for size in sorted({r.size for r in rows})],
+        group=lambda row: row.size,
+        title=(
+            f"Echo round trips per second relative to {REFERENCE} (asyncio loop), "
+            f"{connections} connections, "
+            f"median of {report.settings.get('repeat')} repeat(s)"
+        ),
+        xlabel="message size (whiskers: the lowest and the highest repeat)",
+    )
+
+
+def _line_chart(report: Report) -> _Chart:
+    rows = [row for row in report.rows() if row.lines and row.ratio is not None]
+    drawn = {(row.size, row.connections, row.pipeline) for row in rows}
+    groups = []
+    # In the order the points were run.
+    for point in report.points():
+        if point in drawn:
+            size, connections, pipeline = point
+            per_write = " per write" if pipeline > 1 else ""
+            label = f"{point_label(size, pipeline)}{per_write}\n× {connections}"
+            groups.append((point, label))
+    return _Chart(
+        rows=rows,
+        groups=groups,
+        group=lambda row: (row.size, row.connections, row.pipeline),
+        title=(
+            f"Line echo round trips per second relative to {REFERENCE} "
+            f"(asyncio loop), median of {report.settings.get('repeat')} repeat(s)"
+        ),
+        xlabel="line × connections (whiskers: the lowest and the highest repeat)",
+    )
+
+
 def _draw(report: Report, connections: int) -> _Drawn:
-    """The chart, in memory; matplotlib must be installed."""
+    """The byte-echo chart, in memory; matplotlib must be installed."""
+    return _draw_chart(report, _byte_chart(report, connections))
+
+
+def _draw_lines(report: Report) -> _Drawn:
+    """The line-protocol chart, in memory; matplotlib must be installed."""
+    return _draw_chart(report, _line_chart(report))
+
+
+def _draw_chart(report: Report, chart: _Chart) -> _Drawn:
+    """``chart``, in memory; matplotlib must be installed."""
     # A bare Figure on the Agg canvas: no pyplot, so no display is needed
     # (nor wanted on a server or in CI) and no global state is left behind.
     from matplotlib.backends.backend_agg import (  # type: ignore[import-not-found, unused-ignore]
@@ -151,8 +241,8 @@ def _draw(report: Report, connections: int) -> _Drawn:
     )
     from matplotlib.figure import Figure  # type: ignore[import-not-found, unused-ignore]
 
-    rows = _rows(report, connections)
-    sizes = sorted({row.size for row in rows})
+    rows = chart.rows
+    groups = [group for group, _ in chart.groups]
     styles = _bar_styles(report, {row.server for row in rows})
     # Peers on the left of each group and ours on the right (stable, so in
     # the report's order within each), as the legend lists them.
@@ -160,7 +250,7 @@ def _draw(report: Report, connections: int) -> _Drawn:
         (c.name for c in report.servers if any(r.server == c.name for r in rows)),
         key=lambda name: styles[name].ours,
     )
-    by_key = {(row.size, row.server): row for row in rows}
+    by_key = {(chart.group(row), row.server): row for row in rows}
     # Room for the tallest whisker and its label.
     top = max(max(row.ratios, default=row.ratio or 0.0) for row in rows) * 1.15 + 0.1
 
@@ -170,12 +260,12 @@ def _draw(report: Report, connections: int) -> _Drawn:
     # Fixed margins, so the legends can be stacked in axes coordinates.
     fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.1)
     width = 0.8 / max(len(names), 1)
-    bars: dict[tuple[int, str], Any] = {}
-    floors: dict[tuple[int, str], Any] = {}
-    for group, size in enumerate(sizes):
-        present = [name for name in names if (size, name) in by_key]
+    bars: dict[tuple[Any, str], Any] = {}
+    floors: dict[tuple[Any, str], Any] = {}
+    for index, group in enumerate(groups):
+        present = [name for name in names if (group, name) in by_key]
         # Centre each group's bars, however many servers it has.
-        start = group - width * (len(present) - 1) / 2
+        start = index - width * (len(present) - 1) / 2
         ours = [start + i * width for i, n in enumerate(present) if styles[n].ours]
         if ours:
             # Ours stand on a shade, the same as their legend's.
@@ -184,7 +274,7 @@ def _draw(report: Report, connections: int) -> _Drawn:
                 color=_OURS_SHADE, linewidth=0, zorder=0,
             )  # fmt: skip
         for i, name in enumerate(present):
-            row = by_key[(size, name)]
+            row = by_key[(group, name)]
             assert row.ratio is not None
             style = styles[name]
             x = start + i * width
@@ -200,10 +290,10 @@ def _draw(report: Report, connections: int) -> _Drawn:
                 ecolor="#333333",
                 error_kw={"elinewidth": 0.8},
             )
-            bars[(size, name)] = container.patches[0]
+            bars[(group, name)] = container.patches[0]
             if row.client_bound:
                 # At the foot, clear of the whisker and the label on top.
-                (floors[(size, name)],) = ax.plot(
+                (floors[(group, name)],) = ax.plot(
                     [x], [top * 0.025], _CLIENT_BOUND_MARKER, color="black",
                     markersize=7, markeredgecolor="white", markeredgewidth=0.5,
                 )  # fmt: skip
@@ -219,17 +309,11 @@ def _draw(report: Report, connections: int) -> _Drawn:
                 rotation=90,
             )
     ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
-    ax.set_xticks(range(len(sizes)), [size_label(size) for size in sizes])
-    ax.set_xlabel("message size (whiskers: the lowest and the highest repeat)")
+    ax.set_xticks(range(len(groups)), [label for _, label in chart.groups])
+    ax.set_xlabel(chart.xlabel)
     ax.set_ylabel(f"round trips/s ÷ {REFERENCE} (higher is better)")
     ax.set_ylim(0, top)
-    repeats = report.settings.get("repeat")
-    ax.set_title(
-        f"Echo round trips per second relative to {REFERENCE} (asyncio loop), "
-        f"{connections} connections, median of {repeats} repeat(s)\n"
-        f"{report.caption()}",
-        fontsize=10,
-    )
+    ax.set_title(f"{chart.title}\n{report.caption()}", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     legends = _legends(

@@ -20,9 +20,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
-from tornado_echo.bench.chart import write_chart
+from tornado_echo.bench.chart import write_chart, write_line_chart
 from tornado_echo.bench.plan import (
     FULL,
     LINE_SIZE,
@@ -43,10 +43,12 @@ from tornado_echo.bench.report import (
     clamp_share,
     machine,
     malloc_settings,
+    point_label,
     size_label,
 )
 from tornado_echo.bench.servers import (
     KINDS,
+    LINE_REFERENCE,
     MALLOC_ENV,
     REFERENCE,
     START_TIMEOUT,
@@ -54,9 +56,11 @@ from tornado_echo.bench.servers import (
     ServerConfig,
     ServerProcess,
     malloc_env,
+    pinned,
     raise_nofile_limit,
     start_all,
     stop_all,
+    unavailable,
 )
 from tornado_echo.bench.workloads import (
     TimeLimitReached,
@@ -69,6 +73,8 @@ from tornado_echo.bench.workloads import (
 )
 from tornado_echo.loops import LOOPS, LoopName
 
+__all__ = ["build_parser", "given_fields", "main", "number", "out_dir"]
+
 _Number = TypeVar("_Number", int, float)
 
 _MAX_SIZE = 1 << 20
@@ -78,19 +84,53 @@ _MAX_CONNECTIONS = 1000
 # -- arguments ---------------------------------------------------------------
 
 
-def _number(
-    kind: Callable[[str], _Number], low: _Number, high: _Number
+@overload
+def number(
+    kind: type[int], low: int, high: int | None = None
+) -> Callable[[str], int]: ...
+
+
+@overload
+def number(
+    kind: type[float], low: float, high: float | None = None
+) -> Callable[[str], float]: ...
+
+
+def number(
+    kind: type[_Number], low: _Number, high: _Number | None = None
 ) -> Callable[[str], _Number]:
+    """An argparse ``type``: a whole (`int`) or any (`float`) number in a range.
+
+    From ``low`` to ``high``, or with no upper bound if ``high`` is `None`;
+    anything else is refused in one line that says what was expected.
+
+    >>> number(int, 1, 100)("42"), number(float, 0.0, 1.0)("0.5")
+    (42, 0.5)
+    >>> number(int, 1)("0")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be at least 1, not 0
+    """
+    what = "a whole number" if kind is int else "a number"
+    bounds = f"at least {_shown(low)}"
+    if high is not None:
+        bounds = f"{_shown(low)} to {_shown(high)}"
+
     def parse(text: str) -> _Number:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not low <= value <= high:  # also rejects nan
-            raise argparse.ArgumentTypeError(f"must be {low:,} to {high:,}, not {text}")
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        # Also rejects nan.
+        if not (low <= value if high is None else low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {text}")
         return value
 
     return parse
+
+
+def _shown(bound: float) -> str:
+    """``1,000`` or ``0.5``: a bound as an error message shows it."""
+    return f"{bound:,}" if isinstance(bound, int) else f"{bound:,g}"
 
 
 def _size(text: str) -> int:
@@ -121,7 +161,12 @@ def _list(item: Callable[[str], _Number]) -> Callable[[str], tuple[_Number, ...]
     return parse
 
 
-_KNOWN = [ServerConfig(kind, loop).name for loop in LOOPS for kind in KINDS]
+_KNOWN = [
+    ServerConfig(kind, loop).name
+    for loop in LOOPS
+    for kind in KINDS
+    if loop in kind.loops
+]
 
 
 def _servers(text: str) -> tuple[str, ...]:
@@ -173,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"as a multiple of {REFERENCE}'s, with every byte verified, memory "
         "per idle connection, and under pressure: a light client's latency "
         "while others flood the server, one connection's bulk throughput, and "
-        "the memory of clients that never read. With no arguments: the full "
-        "run (about 8 minutes on 2 cores).",
+        "the memory of clients that never read; and line protocols, ours "
+        "against asyncio streams' readline, Twisted, AnyIO and gevent. With no "
+        "arguments: the full run (about 12 minutes on 2 cores).",
     )
     _add_what_options(parser)
     _add_how_options(parser)
@@ -189,22 +235,45 @@ def _add_what_options(parser: argparse.ArgumentParser) -> None:
         "--sizes",
         type=_list(_size),
         metavar="LIST",
-        help="message sizes for the byte-echo servers; line servers always use "
-        f"{LINE_SIZE} B (default: {','.join(map(str, FULL.sizes))})",
+        help="message sizes for the byte-echo servers "
+        f"(default: {','.join(map(str, FULL.sizes))})",
+    )
+    what.add_argument(
+        "--line-sizes",
+        type=_list(_size),
+        metavar="LIST",
+        help="line lengths, newline included, for the line servers "
+        f"(default: {','.join(map(str, FULL.line_sizes))})",
     )
     what.add_argument(
         "--connections",
-        type=_list(_number(int, 1, _MAX_CONNECTIONS)),
+        type=_list(number(int, 1, _MAX_CONNECTIONS)),
         metavar="LIST",
         help=f"concurrent connections of each run (default: {FULL.connections[0]})",
     )
     what.add_argument(
         "--wide-connections",
-        type=_number(int, 0, _MAX_CONNECTIONS),
+        type=number(int, 0, _MAX_CONNECTIONS),
         metavar="N",
         help=f"also N connections at {size_label(WIDE_SIZE)} for the byte-echo "
         f"servers, if {WIDE_SIZE} is among --sizes; 0: no "
         f"(default: {FULL.wide_connections})",
+    )
+    what.add_argument(
+        "--line-wide-connections",
+        type=number(int, 0, _MAX_CONNECTIONS),
+        metavar="N",
+        help=f"also N connections at {LINE_SIZE} B for the line servers, if "
+        f"{LINE_SIZE} is among --line-sizes; 0: no "
+        f"(default: {FULL.line_wide_connections})",
+    )
+    what.add_argument(
+        "--pipeline",
+        type=number(int, 0, _MAX_SIZE // LINE_SIZE),
+        metavar="N",
+        help=f"the pipelined point: each write carries N lines of {LINE_SIZE} B "
+        "and the client waits for all N echoes; 0 or 1: no "
+        f"(default: {FULL.pipeline})",
     )
     what.add_argument(
         "--servers",
@@ -212,7 +281,8 @@ def _add_what_options(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="comma-separated server names, e.g. 'stream,compat --lines' or "
         f"'stream (uvloop)'; {REFERENCE} is always added, as every ratio is "
-        "to it (default: all)",
+        f"to it, and {LINE_REFERENCE} on the loop of each line server; a peer "
+        "whose framework is not installed is skipped (default: all)",
     )
     what.add_argument(
         "--loops",
@@ -223,7 +293,7 @@ def _add_what_options(parser: argparse.ArgumentParser) -> None:
     )
     what.add_argument(
         "--idle",
-        type=_number(int, 0, 1_000_000),
+        type=number(int, 0, 1_000_000),
         metavar="N",
         help="connections for the idle-memory measurement, clamped to the "
         f"open-file limit; 0: skip it (default: {FULL.idle:,})",
@@ -247,19 +317,19 @@ def _add_how_options(parser: argparse.ArgumentParser) -> None:
     how = parser.add_argument_group("how")
     how.add_argument(
         "--repeat",
-        type=_number(int, 1, 100),
+        type=number(int, 1, 100),
         metavar="R",
         help=f"repeats, interleaved; medians are reported (default: {FULL.repeat})",
     )
     how.add_argument(
         "--warmup",
-        type=_number(float, 0.0, 60.0),
+        type=number(float, 0.0, 60.0),
         metavar="SECONDS",
         help=f"unmeasured start of each run (default: {FULL.warmup:g})",
     )
     how.add_argument(
         "--duration",
-        type=_number(float, 0.1, 600.0),
+        type=number(float, 0.1, 600.0),
         metavar="SECONDS",
         help=f"measured part of each run (default: {FULL.duration:g})",
     )
@@ -267,16 +337,17 @@ def _add_how_options(parser: argparse.ArgumentParser) -> None:
         "--smoke",
         action="store_true",
         help="a few seconds per server, for CI: one repeat at "
-        f"{size_label(SMOKE.sizes[0])} ({LINE_SIZE} B for line servers), "
-        f"{SMOKE.duration:g} s runs, {SMOKE.idle} idle connections, "
+        f"{size_label(SMOKE.sizes[0])} ({LINE_SIZE} B and "
+        f"{point_label(SMOKE.pipeline * LINE_SIZE, SMOKE.pipeline)} for line "
+        f"servers), {SMOKE.duration:g} s runs, {SMOKE.idle} idle connections, "
         f"{SMOKE.flood_connections} flood connections for "
         f"{SMOKE.fairness_duration:g} s, {SMOKE.stuck_clients} clients that "
         "never read, no chart; other options still apply",
     )
     how.add_argument(
         "--time-limit",
-        type=_number(float, 1.0, 86400.0),
-        default=540.0,
+        type=number(float, 1.0, 86400.0),
+        default=1200.0,
         metavar="SECONDS",
         help="stop after this long, write what finished and exit 1 "
         "(default: %(default)g)",
@@ -305,14 +376,15 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path("bench-results"),
         metavar="DIR",
-        help="where results.json, results.md, results.txt and chart.png go "
+        help="where results.json, results.md, results.txt, chart.png and "
+        "chart-lines.png go "
         "(default: %(default)s)",
     )
     out.add_argument(
         "--redraw",
         type=Path,
         metavar="RESULTS.json",
-        help="measure nothing: write results.md, results.txt and chart.png "
+        help="measure nothing: write results.md, results.txt and the charts "
         "again from a results.json a run wrote, into --out; the other options "
         "are ignored",
     )
@@ -324,33 +396,41 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def given_fields(args: argparse.Namespace, cls: type[Any]) -> dict[str, Any]:
+    """The fields of the dataclass ``cls`` that ``args`` gives a value for.
+
+    An option left out is `None` in ``args``, and left out here, so that
+    ``dataclasses.replace(preset, **given_fields(args, type(preset)))`` is
+    the preset with the options given replacing its values.
+    """
+    return {
+        field.name: value
+        for field in dataclasses.fields(cls)
+        if (value := getattr(args, field.name, None)) is not None
+    }
+
+
+def out_dir(parser: argparse.ArgumentParser, out: Path) -> Path:
+    """``out``, created with its parents if need be; a usage error if it cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {out}: {exc.strerror or exc}")
+    return out
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     """The preset (`FULL` or `SMOKE`), with the options given replacing its values."""
     preset = SMOKE if args.smoke else FULL
-    given = {
-        field.name: value
-        for field in dataclasses.fields(Settings)
-        if (value := getattr(args, field.name, None)) is not None
-    }
-    settings = dataclasses.replace(preset, **given)
-    return dataclasses.replace(settings, sizes=tuple(sorted(settings.sizes)))
+    settings = dataclasses.replace(preset, **given_fields(args, Settings))
+    return dataclasses.replace(
+        settings,
+        sizes=tuple(sorted(settings.sizes)),
+        line_sizes=tuple(sorted(settings.line_sizes)),
+    )
 
 
 # -- running -----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _pinned(cpu: int | None) -> Iterator[None]:
-    """Keep this process on ``cpu`` for the body, off the server's CPU."""
-    if cpu is None:
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -415,10 +495,12 @@ def _run_closed_loop(plan: Plan, ctx: _Context) -> None:
                 client_cpu=ctx.client_cpu,
                 spin=ctx.spin,
                 deadline=ctx.deadline,
+                pipeline=step.pipeline,
             )
             ctx.report.runs.append(run)
+            lines = f" ({run.lines_per_s:,.0f} lines/s)" if run.pipeline > 1 else ""
             ctx.progress.done(
-                f"{run.rate:,.0f} round trips/s, client busy "
+                f"{run.rate:,.0f} round trips/s{lines}, client busy "
                 f"{clamp_share(run.client_cpu):.0%}" + _preempted(run.client_preempted)
             )
 
@@ -503,7 +585,7 @@ def _run_all(plan: Plan, ctx: _Context, idle_connections: int) -> None:
     """Every workload in turn; why it stopped early goes in the report."""
     report = ctx.report
     try:
-        with _pinned(ctx.client_cpu):
+        with pinned(ctx.client_cpu):
             _run_closed_loop(plan, ctx)
             _run_idle(plan, ctx, idle_connections)
             _run_pressure(plan, ctx)
@@ -530,8 +612,12 @@ def _mode(args: argparse.Namespace, settings: Settings) -> str:
 
 def _plan(
     parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings
-) -> Plan:
-    """The runs ``args`` ask for; a usage error if they need uvloop and it is missing."""
+) -> tuple[Plan, list[str]]:
+    """The runs ``args`` ask for, and a note for each server skipped.
+
+    A usage error if they need uvloop and it is missing; a peer whose
+    framework is missing is left out, and its note says how to install it.
+    """
     uvloop = uvloop_installed()
     wants_uvloop = (args.loops is not None and "uvloop" in args.loops) or any(
         name.endswith("(uvloop)") for name in args.servers or ()
@@ -546,7 +632,24 @@ def _plan(
     pressure = select_configs(
         args.servers, args.loops or ("asyncio",), uvloop, reference=False
     )
-    return make_plan(settings, configs, pressure)
+    configs, skipped = _installed(configs)
+    pressure, _ = _installed(pressure)
+    return make_plan(settings, configs, pressure), skipped
+
+
+def _installed(
+    configs: Sequence[ServerConfig],
+) -> tuple[tuple[ServerConfig, ...], list[str]]:
+    """``configs`` less those that cannot run here, and one note per kind left out."""
+    kept: list[ServerConfig] = []
+    skipped: dict[str, str] = {}
+    for config in configs:
+        reason = unavailable(config.kind)
+        if reason is None:
+            kept.append(config)
+        else:
+            skipped[config.kind.name] = f"skipping {config.kind.name}: {reason}"
+    return tuple(kept), list(skipped.values())
 
 
 def _settings_json(args: argparse.Namespace, settings: Settings) -> dict[str, object]:
@@ -568,10 +671,13 @@ def _settings_json(args: argparse.Namespace, settings: Settings) -> dict[str, ob
         "bulk_warmup": settings.bulk_warmup,
         "bulk_duration": settings.bulk_duration,
         "stuck_clients": settings.stuck_clients,
+        "line_sizes": list(settings.line_sizes),
+        "line_wide_connections": settings.line_wide_connections,
+        "pipeline": settings.pipeline,
         "time_limit": args.time_limit,
         "spin": args.spin,
         "glibc_malloc_defaults": args.glibc_malloc_defaults,
-        "order": "interleaved: per repeat, per size, one run of each server",
+        "order": "interleaved: per repeat, per point, one run of each server",
     }
 
 
@@ -583,15 +689,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.redraw is not None:
         return _redraw(parser, args)
     settings = _settings(args)
-    plan = _plan(parser, args, settings)
-    out: Path = args.out
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        parser.error(f"--out {out}: {exc.strerror or exc}")
+    plan, skipped = _plan(parser, args, settings)
+    out = out_dir(parser, args.out)
 
     cpus = tuple(sorted(os.sched_getaffinity(0)))
-    notes: list[str] = []
+    notes: list[str] = list(skipped)
     server_cpu: int | None = None
     client_cpu: int | None = None
     if len(cpus) >= 2:
@@ -657,12 +759,7 @@ def _write(report: Report, settings: Settings, out: Path, fmt: str) -> int:
         json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8"
     )
     written = ["results.json", *_write_tables(report, out)]
-    chart = out / "chart.png"
-    if settings.chart and write_chart(report, chart, settings.connections[0]):
-        written.append(chart.name)
-    elif chart.exists():
-        # A chart from an earlier run beside these results would mislead.
-        chart.unlink()
+    written += _write_charts(report, out, settings.connections[0], settings.chart)
     print(report.to_markdown() if fmt == "markdown" else report.to_text())
     err = sys.stderr
     print(
@@ -675,6 +772,27 @@ def _write(report: Report, settings: Settings, out: Path, fmt: str) -> int:
         print(f"bench: stopped: {report.stopped}", file=err)
         return 1
     return 0
+
+
+def _write_charts(
+    report: Report, out: Path, connections: int, wanted: bool = True
+) -> list[str]:
+    """Write ``chart.png`` and ``chart-lines.png``, if ``wanted``; their names.
+
+    A chart from an earlier run that this one has no rows for is removed: it
+    would mislead beside these results.
+    """
+    charts: list[tuple[Path, Callable[[Path], bool]]] = [
+        (out / "chart.png", lambda path: write_chart(report, path, connections)),
+        (out / "chart-lines.png", lambda path: write_line_chart(report, path)),
+    ]
+    written = []
+    for chart, draw in charts:
+        if wanted and draw(chart):
+            written.append(chart.name)
+        elif chart.exists():
+            chart.unlink()
+    return written
 
 
 def _write_tables(report: Report, out: Path) -> list[str]:
@@ -696,16 +814,12 @@ def _redraw(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"--redraw {source}: {exc.strerror or exc}")
     except ValueError as exc:  # json.JSONDecodeError is one too
         parser.error(f"--redraw {source}: {exc}")
-    out: Path = args.out
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        parser.error(f"--out {out}: {exc.strerror or exc}")
+    out = out_dir(parser, args.out)
     written = _write_tables(report, out)
     # The chart is of the first connection count, as when it was measured.
     points = report.points()
-    if points and write_chart(report, out / "chart.png", points[0][1]):
-        written.append("chart.png")
+    if points:
+        written += _write_charts(report, out, points[0][1])
     print(report.to_markdown() if args.format == "markdown" else report.to_text())
     print(
         f"bench: measured nothing; wrote {', '.join(written)} in {out}/ from {source}",

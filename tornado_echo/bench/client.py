@@ -1,13 +1,14 @@
 """The load client: a closed loop of echo round trips, every byte checked.
 
 Each of ``connections`` connections sends a ``size``-byte message, waits for
-the whole echo, compares it with what it sent, and sends the next one. The
-messages are random and differ per connection and per round trip (eight
-rotate), so a reply that is stale, shifted, truncated or meant for another
-connection fails the run instead of counting. After ``warmup`` seconds the
-client measures for ``duration`` seconds; then it stops sending, waits for
-the replies in flight, half-closes every connection and requires the server
-to close in turn without sending a byte more.
+the whole echo, compares it with what it sent, and sends the next one (a
+pipelined message is ``pipeline`` lines in one write, and its echo is all
+of them). The messages are random and differ per connection and per round
+trip (eight rotate), so a reply that is stale, shifted, truncated or meant
+for another connection fails the run instead of counting. After ``warmup``
+seconds the client measures for ``duration`` seconds; then it stops
+sending, waits for the replies in flight, half-closes every connection and
+requires the server to close in turn without sending a byte more.
 
 It is written to cost as little as a Python client can: an asyncio
 `~asyncio.BufferedProtocol` (no allocation per reply; the reply lands in a
@@ -19,6 +20,12 @@ busy-polls, so a result measured while something else had its core can be.
 
 Run by the benchmark as ``python -m tornado_echo.bench.client``; it prints
 one JSON object (`ClientResult`) on stdout.
+
+What any closed-loop load client needs beyond its protocol is public, and
+`tornado_echo.bench.kv_client` is built on it too: the run's shared state
+and phases (`RunState`), a connection's plumbing (`ClientConnection`), the
+busy-polling that measures the client's load (`Spinner`), and printing
+the result (`print_result`).
 
 .. versionadded:: 0.3.0
 """
@@ -34,13 +41,37 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from tornado_echo.loops import LOOPS, LoopName, run_with
 
-HOST = "127.0.0.1"  # the only address the benchmark ever talks to
+__all__ = [
+    "HOST",
+    "BenchError",
+    "ClientConnection",
+    "ClientResult",
+    "JSONResult",
+    "RunState",
+    "Spinner",
+    "TurnMark",
+    "Window",
+    "build_parser",
+    "busy_share",
+    "client_parser",
+    "closed_loop",
+    "default_loop",
+    "main",
+    "percentile",
+    "print_result",
+    "process_cpu_seconds",
+    "server_cpu",
+    "sleep_watching",
+]
+
+#: The only address the benchmark ever talks to.
+HOST = "127.0.0.1"
 
 # Messages each connection rotates through: enough that a repeated or
 # reordered reply cannot match by chance, few enough to stay in cache.
@@ -86,6 +117,9 @@ class ClientResult:
     #: `None` when the client slept between replies (not running is then how
     #: it waits), and in results older than the field.
     client_preempted: float | None = None
+    #: Lines in each message when pipelined (each of ``size / pipeline``
+    #: bytes, all written at once, and all their echoes awaited); 1 otherwise.
+    pipeline: int = 1
 
     @property
     def rate(self) -> float:
@@ -104,6 +138,11 @@ class ClientResult:
             return None
         return self.server_cpu / self.round_trips * 1e6
 
+    @property
+    def lines_per_s(self) -> float:
+        """Lines echoed per second: round trips times `pipeline`."""
+        return self.rate * self.pipeline
+
     def to_json(self) -> dict[str, object]:
         """Every field and the derived rates, ready for `json.dumps`."""
         return {
@@ -111,6 +150,7 @@ class ClientResult:
             "rate": self.rate,
             "mib_per_s": self.mib_per_s,
             "server_cpu_per_rt_us": self.server_cpu_per_rt_us,
+            "lines_per_s": self.lines_per_s,
         }
 
     @classmethod
@@ -147,139 +187,357 @@ def process_cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-class _Run:
-    """State shared by the connections of one run."""
+class RunState:
+    """What the connections of one closed-loop run share, and how it runs.
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    `drive` runs it: connects every `ClientConnection`, has each send its
+    first request, warms up (`warm_up`), measures for a while, then stops
+    sending, collects the replies in flight, half-closes every connection
+    and requires the server to close in turn. Each connection counts a
+    request in `sent` and a verified reply in `replies` (and, while
+    `measuring`, in `measured` and `latencies`); `fail` records the first
+    reason the run cannot be trusted and stops sending.
+
+    A load client subclasses it for counts of its own protocol, or to warm
+    up differently. It must be created with the loop running.
+    """
+
+    def __init__(self, connections: int) -> None:
+        self.connections = connections
+        #: False once the window is over, or the run failed.
         self.sending = True
+        #: True during the measured window.
         self.measuring = False
-        self.count = 0
-        self.replies = 0
-        self.latencies: list[int] = []
+        #: Requests sent over the whole run.
         self.sent = 0
-        self.verified = 0
+        #: Replies verified over the whole run; `Spinner` watches it.
+        self.replies = 0
+        #: Replies verified inside the window.
+        self.measured = 0
+        #: Their round trips, in nanoseconds.
+        self.latencies: list[int] = []
+        #: The `time.monotonic` of the last reply, to tell a stalled server.
         self.last_reply = time.monotonic()
+        #: Why the run cannot be trusted, once it cannot (`fail`).
         self.failure: BenchError | None = None
         # Connections with nothing in flight once sending stopped.
-        self.idle = 0
-        self.all_idle: asyncio.Future[None] | None = None
-        self.all_idle_target = 0
+        self._idle = 0
+        self._all_idle: asyncio.Future[None] = (
+            asyncio.get_running_loop().create_future()
+        )
 
     def fail(self, message: str) -> None:
+        """Record ``message`` as the failure, unless there is one; stop sending."""
         if self.failure is None:
             self.failure = BenchError(message)
         self.sending = False
 
+    def connection_idle(self) -> None:
+        """A connection has nothing in flight, and sends nothing more."""
+        self._idle += 1
+        if self._idle == self.connections and not self._all_idle.done():
+            self._all_idle.set_result(None)
 
-class _EchoConnection(asyncio.BufferedProtocol):
-    """One connection of the closed loop."""
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``; raise the run's failure, or `BenchError` on a stall."""
+        await sleep_watching(
+            seconds, lambda: self.failure, lambda: self.last_reply, _STALL_TIMEOUT
+        )
 
-    def __init__(self, run: _Run, messages: list[bytes]) -> None:
-        self._run = run
-        self._messages = messages
-        self._next = 0
-        self._expected = messages[0]
-        self._size = run.size
-        self._buffer = bytearray(run.size)
-        self._view = memoryview(self._buffer)
-        self._got = 0
-        self._sent_at = 0
-        self._in_flight = False
+    async def warm_up(self, seconds: float) -> None:
+        """The unmeasured start, once every connection has sent a request.
+
+        The default sleeps ``seconds`` (`sleep`).
+        """
+        await self.sleep(seconds)
+
+    async def drive(
+        self,
+        conns: Sequence[ClientConnection],
+        port: int,
+        *,
+        warmup: float,
+        duration: float,
+        server_pid: int | None = None,
+        spin: bool = True,
+    ) -> Window:
+        """Run ``conns`` against ``127.0.0.1:port``, measuring for ``duration`` s.
+
+        Busy-polls (`Spinner`) unless ``spin`` is false; reads the CPU time
+        of process ``server_pid`` over the window. Raises `BenchError` if
+        the run failed, a request went unanswered or no reply came inside
+        the window; the connections are closed in any case.
+        """
+        spinner = None
+        try:
+            for conn in conns:
+                await conn.connect(port)
+            if spin:
+                spinner = Spinner(asyncio.get_running_loop(), self)
+            for conn in conns:
+                conn.send_next()
+            await self.warm_up(warmup)
+            window = await self._measure(duration, server_pid, spinner)
+            await self._finish(conns)
+        finally:
+            if spinner is not None:
+                spinner.stop()
+            for conn in conns:
+                conn.abort()
+        if self.failure is not None:
+            raise self.failure
+        if self.replies != self.sent:
+            raise BenchError(
+                f"sent {self.sent:,} requests but {self.replies:,} replies"
+            )
+        if not self.measured:
+            raise BenchError("no reply came inside the measurement window")
+        return window
+
+    async def _measure(
+        self, duration: float, server_pid: int | None, spinner: Spinner | None
+    ) -> Window:
+        loop = asyncio.get_running_loop()
+        self.measured, self.latencies, self.measuring = 0, [], True
+        # The server's CPU is read outside the window, so that reading /proc
+        # is not part of the client's own CPU time and wall time below.
+        server0 = server_cpu(server_pid)
+        cpu0, t0 = time.process_time(), loop.time()
+        turns0 = None if spinner is None else spinner.mark()
+        await self.sleep(duration)
+        turns1 = None if spinner is None else spinner.mark()
+        t1, cpu1 = loop.time(), time.process_time()
+        server1 = server_cpu(server_pid)
+        self.measuring = False
+        self.latencies.sort()
+        busy = None
+        if turns0 is not None and turns1 is not None:
+            busy = busy_share(turns0, turns1)
+        return Window(
+            loop=type(loop).__module__.split(".")[0],
+            elapsed=t1 - t0,
+            p50_us=percentile(self.latencies, 50) / 1000,
+            p99_us=percentile(self.latencies, 99) / 1000,
+            cpu_share=(cpu1 - cpu0) / (t1 - t0),
+            busy=busy,
+            server_cpu=None
+            if server0 is None or server1 is None
+            else server1 - server0,
+        )
+
+    async def _finish(self, conns: Sequence[ClientConnection]) -> None:
+        """Stop sending, collect replies in flight, then FIN and await the close."""
+        self.sending = False
+        for conn in conns:
+            conn.stop()
+        try:
+            async with asyncio.timeout(_FINISH_TIMEOUT):
+                await self._all_idle
+                for conn in conns:
+                    conn.transport.write_eof()
+                await asyncio.gather(*(conn.closed for conn in conns))
+        except TimeoutError:
+            self.fail(
+                f"the server did not finish the last replies and close within "
+                f"{_FINISH_TIMEOUT:g} s of our FIN"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """What a client saw over its measured window (`RunState.drive`)."""
+
+    #: The event loop's module: ``asyncio`` or ``uvloop``.
+    loop: str
+    #: Seconds, on the loop's clock.
+    elapsed: float
+    #: The measured round trips' median and 99th percentile, in µs.
+    p50_us: float
+    p99_us: float
+    #: The client's CPU time as a share of ``elapsed``.
+    cpu_share: float
+    #: The busy-polling client's `busy_share`; `None` if it did not busy-poll.
+    busy: float | None
+    #: The server's CPU seconds, if its pid was given.
+    server_cpu: float | None
+
+    def result_fields(self) -> dict[str, Any]:
+        """The fields every client's result takes from the window, by name."""
+        return {
+            "loop": self.loop,
+            "elapsed": self.elapsed,
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+            "server_cpu": self.server_cpu,
+        }
+
+    @property
+    def client_busy(self) -> float:
+        """How busy the client was: `busy`, or if it slept, `cpu_share`."""
+        return self.cpu_share if self.busy is None else self.busy
+
+    @property
+    def preempted(self) -> float:
+        """The share of the window a busy-polling client was not running."""
+        return max(1.0 - self.cpu_share, 0.0)
+
+
+class ClientConnection(asyncio.BaseProtocol):
+    """One connection of a closed loop, less its protocol.
+
+    A load client's connection subclasses it and asyncio's
+    `~asyncio.Protocol` or `~asyncio.BufferedProtocol`: its `send_next`
+    sends a request with `send`, and once the reply is verified it calls
+    `replied`, which sends the next request, or goes idle once its ``run``
+    stops sending. `in_flight` is true in between; `closed` is done once
+    the connection is.
+    """
+
+    def __init__(self, run: RunState) -> None:
+        # Not documented as an attribute: its name would make every `.run`
+        # in the docs ambiguous.
+        self.run = run
+        #: True from `send` until the reply is verified.
+        self.in_flight = False
+        #: When the request in flight was sent, in `time.perf_counter_ns`.
+        self.sent_at = 0
         self._transport: asyncio.Transport | None = None
+        #: Done once the connection is closed.
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def connect(self, port: int) -> None:
+        """Connect to ``127.0.0.1:port``; `BenchError` if that fails or takes 5 s."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT):
+                await loop.create_connection(lambda: self, HOST, port)
+        except (OSError, TimeoutError) as exc:
+            raise BenchError(f"cannot connect to {HOST}:{port}: {exc}") from None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
 
+    @property
+    def transport(self) -> asyncio.Transport:
+        assert self._transport is not None, "not connected"
+        return self._transport
+
     def send_next(self) -> None:
-        assert self._transport is not None
+        """Send the next request (with `send`): the hook every client implements."""
+        raise NotImplementedError
+
+    def send(self, request: bytes) -> None:
+        """Write ``request``, which is now in flight."""
+        self.in_flight = True
+        self.sent_at = time.perf_counter_ns()
+        self.run.sent += 1
+        # Not through the `transport` property: this is the client's hot path.
+        assert self._transport is not None, "not connected"
+        self._transport.write(request)
+
+    def replied(self, now: int) -> None:
+        """The reply in flight is verified, as of ``now`` (`time.perf_counter_ns`).
+
+        Counts it, then sends the next request, or goes idle if the run
+        stopped sending.
+        """
+        self.in_flight = False
+        run = self.run
+        run.replies += 1
+        run.last_reply = time.monotonic()
+        if run.measuring:
+            run.measured += 1
+            run.latencies.append(now - self.sent_at)
+        if run.sending:
+            self.send_next()
+        else:
+            run.connection_idle()
+
+    def stop(self) -> None:
+        """Called once sending stops: idle now if nothing is in flight."""
+        if not self.in_flight:
+            self.run.connection_idle()
+
+    def abort(self) -> None:
+        """Close the connection at once, if it was made."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self.run.sending:
+            self.run.fail(f"connection lost: {exc}")
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _EchoConnection(ClientConnection, asyncio.BufferedProtocol):
+    """One connection of the closed loop."""
+
+    def __init__(self, run: RunState, messages: list[bytes]) -> None:
+        super().__init__(run)
+        self._messages = messages
+        self._next = 0
+        self._expected = messages[0]
+        self._size = len(messages[0])
+        self._buffer = bytearray(self._size)
+        self._view = memoryview(self._buffer)
+        self._got = 0
+
+    def send_next(self) -> None:
         message = self._messages[self._next]
         self._next = (self._next + 1) % _ROTATION
         self._expected = message
-        self._in_flight = True
-        self._sent_at = time.perf_counter_ns()
-        self._run.sent += self._size
-        self._transport.write(message)
+        self.send(message)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self._in_flight:
+        if self.in_flight:
             return self._view[self._got :]
         # Nothing is owed to us: whatever arrives is wrong, so take it in
         # order to report it.
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        run = self._run
-        if not self._in_flight:
-            run.fail(f"the server sent {nbytes} byte(s) nobody asked for")
+        if not self.in_flight:
+            self.run.fail(f"the server sent {nbytes} byte(s) nobody asked for")
             return
         got = self._got + nbytes
         if got < self._size:
             self._got = got
             return
         self._got = 0
-        self._in_flight = False
         if self._buffer != self._expected:
-            run.fail("a reply came back with other bytes than were sent")
+            self.in_flight = False
+            self.run.fail("a reply came back with other bytes than were sent")
             return
-        now = time.perf_counter_ns()
-        run.verified += self._size
-        run.replies += 1
-        run.last_reply = time.monotonic()
-        if run.measuring:
-            run.count += 1
-            run.latencies.append(now - self._sent_at)
-        if run.sending:
-            self.send_next()
-        else:
-            self._went_idle()
-
-    def stop(self) -> None:
-        """Called once sending stops: finish now if nothing is in flight."""
-        if not self._in_flight:
-            self._went_idle()
-
-    def _went_idle(self) -> None:
-        run = self._run
-        run.idle += 1
-        if run.all_idle is not None and run.idle == run.all_idle_target:
-            run.all_idle.set_result(None)
+        self.replied(time.perf_counter_ns())
 
     def eof_received(self) -> bool:
-        if self._in_flight:
-            self._run.fail("the server closed the connection in the middle of a reply")
+        if self.in_flight:
+            self.run.fail("the server closed the connection in the middle of a reply")
         return False
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None and self._run.sending:
-            self._run.fail(f"connection lost: {exc}")
-        if not self.closed.done():
-            self.closed.set_result(None)
 
+def _messages(size: int, seed: int, lines: bool, pipeline: int = 1) -> list[bytes]:
+    """The messages one connection rotates through.
 
-def _messages(size: int, seed: int, lines: bool) -> list[bytes]:
+    Random bytes; or, with ``lines``, ``pipeline`` lines of ``size /
+    pipeline`` bytes each, with no newline but the one that ends each line.
+
+    >>> [m.count(b"\\n") for m in _messages(64, 0, lines=True, pipeline=16)][:2]
+    [16, 16]
+    """
     rng = random.Random(seed)
     if not lines:
         return [rng.randbytes(size) for _ in range(_ROTATION)]
-    # One line each: no newline inside, one at the end.
+    length = size // pipeline
     return [
-        rng.randbytes(size - 1).replace(b"\n", b" ") + b"\n" for _ in range(_ROTATION)
+        b"".join(
+            rng.randbytes(length - 1).replace(b"\n", b" ") + b"\n"
+            for _ in range(pipeline)
+        )
+        for _ in range(_ROTATION)
     ]
-
-
-async def _connect(run: _Run, port: int, seed: int, lines: bool) -> _EchoConnection:
-    loop = asyncio.get_running_loop()
-    messages = _messages(run.size, seed, lines)
-    try:
-        async with asyncio.timeout(_CONNECT_TIMEOUT):
-            _, conn = await loop.create_connection(
-                lambda: _EchoConnection(run, messages), HOST, port
-            )
-    except (OSError, TimeoutError) as exc:
-        raise BenchError(f"cannot connect to {HOST}:{port}: {exc}") from None
-    return conn
 
 
 async def closed_loop(
@@ -292,67 +550,42 @@ async def closed_loop(
     server_pid: int | None = None,
     spin: bool = True,
     lines: bool = False,
+    pipeline: int = 1,
 ) -> ClientResult:
-    """One closed-loop run against ``127.0.0.1:port``; raises `BenchError`."""
+    """One closed-loop run against ``127.0.0.1:port``; raises `BenchError`.
+
+    With ``pipeline`` above 1, each message is that many lines (so
+    ``lines`` is implied), and ``size`` must be a multiple of it.
+    """
     if connections < 1 or size < 1 or warmup < 0 or duration <= 0:
         raise ValueError("connections and size must be >= 1, duration > 0")
-    loop = asyncio.get_running_loop()
-    run = _Run(size)
-    conns = [await _connect(run, port, seed, lines) for seed in range(connections)]
-    spinner = _Spinner(loop, run) if spin else None
-    try:
-        for conn in conns:
-            conn.send_next()
-        await _sleep_watching(run, warmup)
-        run.count, run.latencies, run.measuring = 0, [], True
-        # The server's CPU is read outside the window, so that reading /proc
-        # is not part of the client's own CPU time and wall time below.
-        server0 = server_cpu(server_pid)
-        cpu0, t0 = time.process_time(), loop.time()
-        turns0 = None if spinner is None else spinner.mark()
-        await _sleep_watching(run, duration)
-        turns1 = None if spinner is None else spinner.mark()
-        t1, cpu1 = loop.time(), time.process_time()
-        server1 = server_cpu(server_pid)
-        run.measuring = False
-        await _finish(run, conns)
-    finally:
-        if spinner is not None:
-            spinner.stop()
-        for conn in conns:
-            if conn._transport is not None:
-                conn._transport.abort()
-    if run.failure is not None:
-        raise run.failure
-    if run.verified != run.sent:
-        raise BenchError(f"sent {run.sent:,} bytes but {run.verified:,} came back")
-    if not run.count:
-        raise BenchError("no round trip completed inside the measurement window")
-    latencies = sorted(run.latencies)
+    if pipeline < 1 or size % pipeline:
+        raise ValueError("size must be a multiple of pipeline, which must be >= 1")
+    lines = lines or pipeline > 1
+    run = RunState(connections)
+    conns = [
+        _EchoConnection(run, _messages(size, seed, lines, pipeline))
+        for seed in range(connections)
+    ]
+    window = await run.drive(
+        conns, port, warmup=warmup, duration=duration, server_pid=server_pid, spin=spin
+    )
     return ClientResult(
         connections=connections,
         size=size,
-        loop=type(loop).__module__.split(".")[0],
-        round_trips=run.count,
-        elapsed=t1 - t0,
-        p50_us=percentile(latencies, 50) / 1000,
-        p99_us=percentile(latencies, 99) / 1000,
-        client_cpu=(
-            (cpu1 - cpu0) / (t1 - t0)
-            if turns0 is None or turns1 is None
-            else _busy_share(turns0, turns1)
-        ),
-        server_cpu=None if server0 is None or server1 is None else server1 - server0,
-        sent_bytes=run.sent,
-        verified_bytes=run.verified,
-        client_preempted=(
-            None if spinner is None else max(1.0 - (cpu1 - cpu0) / (t1 - t0), 0.0)
-        ),
+        round_trips=run.measured,
+        client_cpu=window.client_busy,
+        # Every message is ``size`` bytes, and a reply counts once all came back.
+        sent_bytes=run.sent * size,
+        verified_bytes=run.replies * size,
+        client_preempted=window.preempted if spin else None,
+        pipeline=pipeline,
+        **window.result_fields(),
     )
 
 
 @dataclasses.dataclass(frozen=True)
-class _TurnMark:
+class TurnMark:
     """Where a busy-polling loop stood at a turn: the clock, and its idle time.
 
     Both are read from `time.perf_counter` at the same moments, the
@@ -365,7 +598,7 @@ class _TurnMark:
     idle: float
 
 
-def _busy_share(start: _TurnMark, end: _TurnMark) -> float:
+def busy_share(start: TurnMark, end: TurnMark) -> float:
     """The share of the time from ``start`` to ``end`` spent on busy turns.
 
     Idle and elapsed time come from one clock and one set of turn
@@ -373,7 +606,7 @@ def _busy_share(start: _TurnMark, end: _TurnMark) -> float:
     within 0.0 and 1.0 whatever else ran on the client's core. It is not
     clamped here, so that the report can see it if that ever fails.
 
-    >>> _busy_share(_TurnMark(at=10.0, idle=2.0), _TurnMark(at=11.0, idle=2.25))
+    >>> busy_share(TurnMark(at=10.0, idle=2.0), TurnMark(at=11.0, idle=2.25))
     0.75
     """
     elapsed = end.at - start.at
@@ -382,7 +615,7 @@ def _busy_share(start: _TurnMark, end: _TurnMark) -> float:
     return 1.0 - (end.idle - start.idle) / elapsed
 
 
-class _Spinner:
+class Spinner:
     """Keeps the client's loop polling instead of sleeping, and sees how idle it is.
 
     A zero-timeout poll means the server never has to wake a sleeping
@@ -390,7 +623,8 @@ class _Spinner:
     of the sender's CPU time, more than a whole round trip in Python, and
     would hide the differences between servers. It also makes the client's
     CPU use 100% by construction, so its load is measured instead as the
-    share of the loop's time spent on turns that found replies to handle.
+    share of the loop's time spent on turns that found replies to handle
+    (a turn in which ``run``'s `~RunState.replies` grew).
 
     Both that time and the whole are wall-clock time between the same turn
     boundaries (`mark`). The idle time used to be subtracted from the
@@ -402,7 +636,7 @@ class _Spinner:
     client.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, run: _Run) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, run: RunState) -> None:
         self._loop = loop
         self._run = run
         self._running = True
@@ -421,13 +655,13 @@ class _Spinner:
         if self._running:
             self._loop.call_soon(self._spin)
 
-    def mark(self) -> _TurnMark:
+    def mark(self) -> TurnMark:
         """The idle time up to the last turn boundary, and when that was.
 
         Not the time now: the turn in progress is not counted yet, and a
         window measured from now would not match the idle time counted.
         """
-        return _TurnMark(at=self._last, idle=self._idle)
+        return TurnMark(at=self._last, idle=self._idle)
 
     def stop(self) -> None:
         self._running = False
@@ -459,34 +693,6 @@ async def sleep_watching(
             raise BenchError(f"no reply for {stall_timeout:g} s; is the server stuck?")
 
 
-async def _sleep_watching(run: _Run, seconds: float) -> None:
-    await sleep_watching(
-        seconds, lambda: run.failure, lambda: run.last_reply, _STALL_TIMEOUT
-    )
-
-
-async def _finish(run: _Run, conns: list[_EchoConnection]) -> None:
-    """Stop sending, collect replies in flight, then FIN and await the close."""
-    loop = asyncio.get_running_loop()
-    run.all_idle = loop.create_future()
-    run.all_idle_target = len(conns)
-    run.sending = False
-    for conn in conns:
-        conn.stop()
-    try:
-        async with asyncio.timeout(_FINISH_TIMEOUT):
-            await run.all_idle
-            for conn in conns:
-                assert conn._transport is not None
-                conn._transport.write_eof()
-            await asyncio.gather(*(conn.closed for conn in conns))
-    except TimeoutError:
-        run.fail(
-            f"the server did not finish the last replies and close within "
-            f"{_FINISH_TIMEOUT:g} s of our FIN"
-        )
-
-
 def percentile(ordered: Sequence[int], percent: float) -> float:
     """The ``percent`` percentile of ``ordered`` (sorted), by nearest rank.
 
@@ -503,48 +709,96 @@ def default_loop() -> LoopName:
     return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tornado_echo.bench.client",
-        description="One closed-loop echo run against 127.0.0.1:PORT; "
-        "prints the result as JSON.",
-    )
+def client_parser(
+    prog: str, description: str, *, warmup: float, duration: float
+) -> argparse.ArgumentParser:
+    """A load client's command line, with the options every client takes.
+
+    ``--port``, ``--connections``, ``--warmup`` and ``--duration`` (whose
+    defaults are given), ``--server-pid`` and ``--loop``: `print_result`
+    passes them on.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--connections", type=int, default=10)
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--warmup", type=float, default=0.5)
-    parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=warmup)
+    parser.add_argument("--duration", type=float, default=duration)
     parser.add_argument("--server-pid", type=int)
-    parser.add_argument("--cpu", type=int, help="pin this process to this CPU")
     parser.add_argument("--loop", choices=LOOPS, default=default_loop())
-    parser.add_argument("--no-spin", dest="spin", action="store_false")
-    parser.add_argument("--lines", action="store_true", help="each message is a line")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
+def build_parser() -> argparse.ArgumentParser:
+    parser = client_parser(
+        "python -m tornado_echo.bench.client",
+        "One closed-loop echo run against 127.0.0.1:PORT; prints the result as JSON.",
+        warmup=0.5,
+        duration=2.0,
+    )
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--cpu", type=int, help="pin this process to this CPU")
+    parser.add_argument("--no-spin", dest="spin", action="store_false")
+    parser.add_argument("--lines", action="store_true", help="each message is a line")
+    parser.add_argument(
+        "--pipeline",
+        type=int,
+        default=1,
+        metavar="N",
+        help="each message is N lines of SIZE/N bytes, written at once (implies "
+        "--lines)",
+    )
+    return parser
+
+
+class JSONResult(Protocol):
+    """A client's result: `print_result` prints its ``to_json()``."""
+
+    def to_json(self) -> dict[str, object]: ...
+
+
+def print_result(
+    args: argparse.Namespace,
+    closed_loop: Callable[..., Coroutine[Any, Any, JSONResult]],
+    **options: Any,
+) -> int:
+    """Run ``closed_loop`` as ``args`` say; print its result as one line of JSON.
+
+    ``args`` holds the options of `client_parser`, and ``options`` the
+    client's own. Returns the exit status: 0, or 1 for a `BenchError`,
+    printed as ``{"error": ...}``.
+    """
+    run = closed_loop(
+        args.port,
+        connections=args.connections,
+        warmup=args.warmup,
+        duration=args.duration,
+        server_pid=args.server_pid,
+        **options,
+    )
     try:
-        result = run_with(
-            args.loop,
-            closed_loop(
-                args.port,
-                connections=args.connections,
-                size=args.size,
-                warmup=args.warmup,
-                duration=args.duration,
-                server_pid=args.server_pid,
-                spin=args.spin,
-                lines=args.lines,
-            ),
-        )
+        result = run_with(args.loop, run)
     except BenchError as exc:
         print(json.dumps({"error": str(exc)}))
         return 1
     print(json.dumps(result.to_json()))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.pipeline < 1 or args.size % args.pipeline:
+        parser.error("--size must be a multiple of --pipeline, which must be >= 1")
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    return print_result(
+        args,
+        closed_loop,
+        size=args.size,
+        spin=args.spin,
+        lines=args.lines,
+        pipeline=args.pipeline,
+    )
 
 
 if __name__ == "__main__":

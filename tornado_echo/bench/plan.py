@@ -8,6 +8,11 @@ measured, and the pressure workloads (`PRESSURE`): fairness and bulk runs
 (`PressureStep`), interleaved the same way, and the servers whose clients
 never read.
 
+Line servers (ours and the peers) have points of their own, which the
+reference joins as it joins every point: each of ``line_sizes`` at each
+connection count, `LINE_SIZE` at ``line_wide_connections``, and the
+pipelined point, ``pipeline`` lines of `LINE_SIZE` bytes in each write.
+
 .. versionadded:: 0.3.0
 """
 
@@ -18,8 +23,15 @@ import importlib.util
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, TypeVar
 
-from tornado_echo.bench.report import size_label
-from tornado_echo.bench.servers import KINDS, REFERENCE, ServerConfig, kind_named
+from tornado_echo.bench.line_peers import KINDS as LINE_PEERS
+from tornado_echo.bench.report import point_label
+from tornado_echo.bench.servers import (
+    KINDS,
+    REFERENCE,
+    ServerConfig,
+    kind_named,
+    line_yardstick,
+)
 from tornado_echo.bench.workloads import fairness_yardstick
 from tornado_echo.loops import LOOPS, LoopName
 
@@ -62,9 +74,14 @@ STUCK_KINDS = (
     "lineserver",
 )
 
-#: Line servers are measured at this message size only: a line protocol's
-#: cost is per line, and 64 bytes is a typical short command or reply.
+#: The line of the many-connections and pipelined line points: a line
+#: protocol's cost is per line, and 64 bytes is a typical short command or
+#: reply.
 LINE_SIZE = 64
+
+#: The line servers whose idle memory is measured (the byte servers' always
+#: is): ours, next to the peers.
+IDLE_LINE_KINDS = ("lineserver", *LINE_PEERS)
 
 #: The size of the extra many-connections point.
 WIDE_SIZE = 1024
@@ -96,11 +113,20 @@ class Settings:
     bulk_duration: float
     #: Clients that never read, for the stuck workload.
     stuck_clients: int
+    #: Line lengths (delimiter included) for the line servers, at each of
+    #: ``connections``.
+    line_sizes: tuple[int, ...]
+    #: Also this many connections at `LINE_SIZE`, for line servers; 0 for none.
+    line_wide_connections: int
+    #: Lines of `LINE_SIZE` bytes in each write of the pipelined point, at
+    #: each of ``connections``; 0 or 1 for none.
+    pipeline: int
 
 
-# Budget: 41 runs per repeat of 1.3 s plus a client start, 3 repeats, and
-# six idle servers: about 3 min 10 s on the 2-core development machine,
-# well inside the 5 the full run is allowed.
+# Budget: 82 closed-loop runs per repeat of 1.3 s plus a client start
+# (41 with byte servers, 41 more for the line section), 3 repeats; twelve
+# idle servers; the pressure workloads: about 12 minutes on the 2-core
+# development machine, inside the 15 the full run is allowed.
 #: The full run, which the README's tables and chart come from.
 FULL = Settings(
     sizes=(64, 1024, 16384),
@@ -118,6 +144,9 @@ FULL = Settings(
     bulk_warmup=0.3,
     bulk_duration=1.5,
     stuck_clients=200,
+    line_sizes=(64, 1024),
+    line_wide_connections=100,
+    pipeline=16,
 )
 
 #: The seconds-long run CI makes (``--smoke``).
@@ -137,6 +166,9 @@ SMOKE = Settings(
     bulk_warmup=0.1,
     bulk_duration=0.5,
     stuck_clients=50,
+    line_sizes=(LINE_SIZE,),
+    line_wide_connections=0,
+    pipeline=16,
 )
 
 # Seconds a run costs beyond warm-up and duration (client start, connect,
@@ -160,14 +192,17 @@ class Step:
     """One closed-loop run."""
 
     repeat: int
+    #: Bytes per message: with ``pipeline`` above 1, of that many lines.
     size: int
     connections: int
     config: ServerConfig
+    pipeline: int = 1
 
     def describe(self, repeats: int) -> str:
+        what = point_label(self.size, self.pipeline)
         return (
-            f"repeat {self.repeat + 1}/{repeats} · {size_label(self.size)} × "
-            f"{self.connections} · {self.config.name}"
+            f"repeat {self.repeat + 1}/{repeats} · {what} × {self.connections} · "
+            f"{self.config.name}"
         )
 
 
@@ -238,14 +273,15 @@ def select_configs(
     """The servers to measure, in catalogue order, the reference always first.
 
     ``names`` are kinds (``stream``) or full names (``stream (uvloop)``);
-    `None` means every kind. A kind runs on each of ``loops``, or, when that
-    is `None`, on asyncio's loop and also on uvloop if it is installed and
-    the kind is measured there by default. With ``reference`` false, the
-    reference is there only if selected.
+    `None` means every kind. A kind runs on each of ``loops`` it can run on,
+    or, when that is `None`, on asyncio's loop and also on uvloop if it is
+    installed and the kind is measured there by default. With ``reference``
+    false, the reference is there only if selected; with it true, each line
+    server also brings its `.line_yardstick`.
     """
     wanted: set[ServerConfig] = set()
     for kind in KINDS:
-        for loop in LOOPS:
+        for loop in kind.loops:
             config = ServerConfig(kind, loop)
             if names is not None and config.name in names:
                 wanted.add(config)
@@ -256,9 +292,11 @@ def select_configs(
                     chosen = loop == "asyncio" or (uvloop and kind.uvloop_by_default)
                 if chosen:
                     wanted.add(config)
-    # Every ratio is to the reference, so it is always measured.
+    # Every ratio is to the reference, so it is always measured; so is the
+    # line-protocol table's for each line server.
     if reference:
         wanted.add(ServerConfig(kind_named(REFERENCE)))
+        wanted |= {line_yardstick(c) for c in wanted if c.lines}
     return _catalogue_order(wanted)
 
 
@@ -279,30 +317,54 @@ def make_plan(
     byte_configs = [c for c in configs if not c.lines]
     line_configs = [c for c in configs if c.lines]
     reference = next(c for c in configs if c.is_reference)
-    points: list[tuple[int, int, list[ServerConfig]]] = []
+    # (size, connections, pipeline) -> its servers, in the order run.
+    points: dict[tuple[int, int, int], list[ServerConfig]] = {}
+
+    def add(point: tuple[int, int, int], here: Iterable[ServerConfig]) -> None:
+        servers = points.setdefault(point, [reference])
+        servers += [config for config in here if config not in servers]
+
     for connections in settings.connections:
-        sizes = set(settings.sizes) | ({LINE_SIZE} if line_configs else set())
+        sizes = set(settings.sizes) | (
+            set(settings.line_sizes) if line_configs else set()
+        )
         for size in sorted(sizes):
-            here = list(byte_configs) if size in settings.sizes else []
-            if size == LINE_SIZE:
-                here += line_configs
-            if reference not in here:
-                here.insert(0, reference)
-            points.append((size, connections, here))
+            if size in settings.sizes:
+                add((size, connections, 1), byte_configs)
+            if size in settings.line_sizes:
+                add((size, connections, 1), line_configs)
     wide = settings.wide_connections
     if wide and WIDE_SIZE in settings.sizes and wide not in settings.connections:
-        points.append((WIDE_SIZE, wide, list(byte_configs)))
+        add((WIDE_SIZE, wide, 1), byte_configs)
+    line_wide = settings.line_wide_connections
+    if (
+        line_configs
+        and line_wide
+        and LINE_SIZE in settings.line_sizes
+        and line_wide not in settings.connections
+    ):
+        add((LINE_SIZE, line_wide, 1), line_configs)
+    if line_configs and settings.pipeline > 1:
+        for connections in settings.connections:
+            add(
+                (settings.pipeline * LINE_SIZE, connections, settings.pipeline),
+                line_configs,
+            )
     if len(configs) > 1:
-        # The reference alone compares nothing: skip the sizes where only
-        # it would run (say, for --servers lineserver).
-        points = [point for point in points if point[2] != [reference]]
+        # The reference alone compares nothing: skip the points where only
+        # it would run (say, the byte sizes for --servers lineserver).
+        points = {point: here for point, here in points.items() if here != [reference]}
     steps = tuple(
-        Step(repeat, size, connections, config)
+        Step(repeat, size, connections, config, pipeline)
         for repeat in range(settings.repeat)
-        for size, connections, here in points
+        for (size, connections, pipeline), here in points.items()
         for config in _rotated(here, repeat)
     )
-    idle_configs = tuple(c for c in byte_configs if c.loop == "asyncio")
+    idle_configs = _catalogue_order(
+        c
+        for c in configs
+        if c.loop == "asyncio" and (not c.lines or c.kind.name in IDLE_LINE_KINDS)
+    )
     if not settings.idle or (idle_configs == (reference,) and len(configs) > 1):
         idle_configs = ()
     if pressure is None:

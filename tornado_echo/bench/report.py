@@ -21,6 +21,11 @@ and the rate say less about the server), or when the repeats disagree
 widely (busy shares more than 25 points apart, or ratios more than 1.5
 times apart); `ClientLoad.noise` says which.
 
+Line servers' rows (`Report.line_rows`, the line-protocol table) add the
+same ratio taken against `.LINE_REFERENCE` (asyncio streams' ``readline``)
+on the same loop, and the server's CPU time per line; a pipelined point's
+row (16 lines in each message, say) counts lines as well as round trips.
+
 The pressure workloads' ratios are taken the same way, in the same
 repeat: a fairness row's probe p99 to its yardstick's (`.FAIRNESS_YARDSTICK`,
 or `~tornado_echo.bench.workloads.LINE_FAIRNESS_YARDSTICK` for line servers), a bulk row's MiB/s to the
@@ -48,7 +53,13 @@ from typing import Any, Protocol, TypeVar
 import tornado
 
 from tornado_echo import __version__
-from tornado_echo.bench.servers import REFERENCE, ServerConfig, kind_named
+from tornado_echo.bench.servers import (
+    LINE_REFERENCE,
+    REFERENCE,
+    ServerConfig,
+    kind_named,
+    line_yardstick,
+)
 from tornado_echo.bench.workloads import (
     STUCK_BYTES,
     BulkResult,
@@ -61,16 +72,25 @@ from tornado_echo.bench.workloads import (
 from tornado_echo.loops import LOOPS
 
 __all__ = [
+    "BUSY_SPREAD_NOISY",
     "CLIENT_BOUND",
+    "PREEMPTED_NOISY",
+    "RATIO_SPREAD_NOISY",
     "BulkRow",
     "ClientLoad",
     "FairnessRow",
     "IdleRow",
+    "LineRow",
     "Report",
     "Row",
     "clamp_share",
+    "format_ratio",
+    "format_us",
     "machine",
     "malloc_settings",
+    "median_or_none",
+    "noise",
+    "point_label",
     "size_label",
 ]
 
@@ -79,14 +99,18 @@ CLIENT_BOUND = 0.9
 
 # A busy share this far outside 0..1 is not rounding but a broken measurement.
 _SHARE_MARGIN = 0.05
-# A busy-polling client never sleeps, so time it was not running went to
-# another process on its core; past a tenth of the window that process,
-# not the server, may have shaped the run.
-_PREEMPTED_NOISY = 0.1
+#: A row is noisy if the busy-polling client was not running for more than
+#: this share of a repeat. It never sleeps, so that time went to another
+#: process on its core; past a tenth of the window that process, not the
+#: server, may have shaped the run.
+PREEMPTED_NOISY = 0.1
 # Repeats of a good full run on the development VM: busy shares within 12
 # points of each other, ratios within 1.4 times; these are well past that.
-_BUSY_SPREAD_NOISY = 0.25
-_RATIO_SPREAD_NOISY = 1.5
+#: A row is noisy if its repeats' client busy shares are more than this far
+#: apart.
+BUSY_SPREAD_NOISY = 0.25
+#: A row is noisy if its repeats' ratios are more than this many times apart.
+RATIO_SPREAD_NOISY = 1.5
 
 _CLIENT_BOUND_NOTE = (
     f"client-bound: the load client was busy more than {CLIENT_BOUND:.0%} of its "
@@ -99,10 +123,10 @@ _NOISY_NOTE = (
     "noisy: do not read much into this row as it stands. Either a repeat's "
     "client busy share was outside 0 to 100% (it is shown clamped), or the "
     "busy-polling client was not running for more than "
-    f"{_PREEMPTED_NOISY:.0%} of a repeat because something else had its core, "
+    f"{PREEMPTED_NOISY:.0%} of a repeat because something else had its core, "
     "or the repeats disagree (client busy shares more than "
-    f"{_BUSY_SPREAD_NOISY * 100:.0f} points apart, or ratios more than "
-    f"{_RATIO_SPREAD_NOISY:g} times apart). Run it again on a quieter machine."
+    f"{BUSY_SPREAD_NOISY * 100:.0f} points apart, or ratios more than "
+    f"{RATIO_SPREAD_NOISY:g} times apart). Run it again on a quieter machine."
 )
 
 
@@ -117,23 +141,29 @@ def clamp_share(share: float) -> float:
     return min(share, 1.0)
 
 
-def _noise(
+def noise(
     busy: Sequence[float], preempted: Sequence[float | None], ratios: Sequence[float]
 ) -> tuple[str, ...]:
     """Why the repeats of one row are not to be trusted, if they are not.
 
     ``busy`` holds each repeat's client busy share as measured, ``preempted``
-    its share of the window not running (`None`: not busy-polling).
+    its share of the window not running (`None`: not busy-polling), and
+    ``ratios`` the values its repeats should agree on; any may be empty.
+    The bounds are `PREEMPTED_NOISY`, `BUSY_SPREAD_NOISY` and
+    `RATIO_SPREAD_NOISY`.
+
+    >>> noise([], [0.0, 0.3], [1.0, 1.1]), noise([], [], [1.0, 2.0])
+    (("client's core shared",), ('repeats disagree',))
     """
     noise = []
     if any(not -_SHARE_MARGIN <= share <= 1 + _SHARE_MARGIN for share in busy):
         noise.append("busy share out of range")
-    if any(share is not None and share > _PREEMPTED_NOISY for share in preempted):
+    if any(share is not None and share > PREEMPTED_NOISY for share in preempted):
         noise.append("client's core shared")
     shares = [clamp_share(share) for share in busy]
-    spread = len(shares) > 1 and max(shares) - min(shares) > _BUSY_SPREAD_NOISY
+    spread = len(shares) > 1 and max(shares) - min(shares) > BUSY_SPREAD_NOISY
     positive = [ratio for ratio in ratios if ratio > 0]
-    apart = len(positive) > 1 and max(positive) > _RATIO_SPREAD_NOISY * min(positive)
+    apart = len(positive) > 1 and max(positive) > RATIO_SPREAD_NOISY * min(positive)
     if spread or apart:
         noise.append("repeats disagree")
     return tuple(noise)
@@ -147,13 +177,35 @@ def size_label(size: int) -> str:
     return f"{size} B"
 
 
+def point_label(size: int, pipeline: int = 1) -> str:
+    """A message: ``1 KiB``, or pipelined, ``16 × 64 B lines``.
+
+    >>> point_label(1024), point_label(1024, 16)
+    ('1 KiB', '16 × 64 B lines')
+    """
+    if pipeline <= 1:
+        return size_label(size)
+    return f"{pipeline} × {size_label(size // pipeline)} lines"
+
+
+def _line_point_label(size: int, pipeline: int) -> str:
+    """``64 B lines``, or ``16 × 64 B lines per write``."""
+    if pipeline <= 1:
+        return f"{size_label(size)} lines"
+    return f"{point_label(size, pipeline)} per write"
+
+
 def _median(values: Iterable[float]) -> float:
     return statistics.median(values)
 
 
-def _median_or_none(values: Sequence[float | None]) -> float | None:
-    """The median, or `None` if any value is missing."""
-    if any(value is None for value in values):
+def median_or_none(values: Sequence[float | None]) -> float | None:
+    """The median, or `None` if there are no values or any is missing.
+
+    >>> median_or_none([3.0, 1.0, 2.0]), median_or_none([1.0, None])
+    (2.0, None)
+    """
+    if not values or any(value is None for value in values):
         return None
     return _median(value for value in values if value is not None)
 
@@ -194,11 +246,14 @@ class ClientLoad:
             "noisy": self.noisy,
         }
 
-    def note(self, client_bound_mark: str = "") -> str:
-        """The note column: ``client-bound``, then ``noisy: ...``, or nothing."""
+    def note(self, client_bound_mark: str = "", noisy_mark: str = "") -> str:
+        """The note column: ``client-bound``, then ``noisy: ...``, or nothing.
+
+        Each mark follows its word, pointing to a footnote.
+        """
         notes = [f"client-bound{client_bound_mark}"] if self.client_bound else []
         if self.noise:
-            notes.append(f"noisy: {', '.join(self.noise)}")
+            notes.append(f"noisy{noisy_mark}: {', '.join(self.noise)}")
         return "; ".join(notes)
 
 
@@ -210,6 +265,10 @@ class Row(ClientLoad):
     ours: bool
     size: int
     connections: int
+    #: Lines per message when pipelined; 1 otherwise.
+    pipeline: int = 1
+    #: A line server (ours or a peer).
+    lines: bool = False
     repeats: int
     #: Median over repeats of rate / the reference's rate in that repeat;
     #: `None` where the reference has no run to compare with.
@@ -225,6 +284,47 @@ class Row(ClientLoad):
     p99_us: float
     server_cpu_per_rt_us: float | None
     # client_busy, client_busy_max and client_bound: from ClientLoad.
+
+    @property
+    def lines_per_s(self) -> float:
+        """Lines echoed per second: round trips times `pipeline`."""
+        return self.rate * self.pipeline
+
+    @property
+    def server_cpu_per_line_us(self) -> float | None:
+        """Server CPU time per line, in µs: per round trip over `pipeline`."""
+        if self.server_cpu_per_rt_us is None:
+            return None
+        return self.server_cpu_per_rt_us / self.pipeline
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            **super().to_json(),
+            "lines_per_s": self.lines_per_s,
+            "server_cpu_per_line_us": self.server_cpu_per_line_us,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class LineRow:
+    """A line server's `Row`, and how it compares with `.LINE_REFERENCE`."""
+
+    row: Row
+    #: The `.LINE_REFERENCE` it is compared with: on the same loop, or on
+    #: asyncio's for a peer with a loop of its own.
+    yardstick: str
+    #: Median over repeats of rate / the yardstick's rate in that repeat
+    #: (higher is better); `None` where the yardstick has no run to compare.
+    yardstick_ratio: float | None
+    yardstick_ratios: tuple[float, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            **self.row.to_json(),
+            "yardstick": self.yardstick,
+            "yardstick_ratio": self.yardstick_ratio,
+            "yardstick_ratios": self.yardstick_ratios,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,30 +437,35 @@ class Report:
         names = [config.name for config in self.servers]
         return names.index(name) if name in names else len(names)
 
-    def points(self) -> list[tuple[int, int]]:
-        """The (size, connections) pairs measured, in the order first run."""
-        return list(dict.fromkeys((run.size, run.connections) for run in self.runs))
+    def points(self) -> list[tuple[int, int, int]]:
+        """The (size, connections, pipeline) points measured, in the order first run."""
+        return list(
+            dict.fromkeys(
+                (run.size, run.connections, run.pipeline) for run in self.runs
+            )
+        )
 
     def rows(self) -> list[Row]:
         """One `Row` per server and point, by point, then in server order."""
         reference = {
-            (run.size, run.connections, run.repeat): run
+            (run.size, run.connections, run.pipeline, run.repeat): run
             for run in self.runs
             if run.server == REFERENCE
         }
-        groups: dict[tuple[int, int, str], list[RunResult]] = {}
+        groups: dict[tuple[int, int, int, str], list[RunResult]] = {}
         for run in self.runs:
-            groups.setdefault((run.size, run.connections, run.server), []).append(run)
+            group = (run.size, run.connections, run.pipeline, run.server)
+            groups.setdefault(group, []).append(run)
         order = {point: i for i, point in enumerate(self.points())}
         rows = []
-        for (size, connections, server), runs in sorted(
+        for (size, connections, pipeline, server), runs in sorted(
             groups.items(),
-            key=lambda item: (order[item[0][:2]], self._order(item[0][2])),
+            key=lambda item: (order[item[0][:3]], self._order(item[0][3])),
         ):
             pairs = [
                 (run, reference[key])
                 for run in runs
-                if (key := (size, connections, run.repeat)) in reference
+                if (key := (size, connections, pipeline, run.repeat)) in reference
             ]
             ratios = tuple(run.rate / ref.rate for run, ref in pairs)
             cpu_ratios = tuple(
@@ -376,6 +481,8 @@ class Report:
                     ours=config is not None and config.ours,
                     size=size,
                     connections=connections,
+                    pipeline=pipeline,
+                    lines=config is not None and config.lines,
                     repeats=len(runs),
                     ratio=_median(ratios) if ratios else None,
                     ratios=ratios,
@@ -384,15 +491,39 @@ class Report:
                     mib_per_s=_median(r.mib_per_s for r in runs),
                     p50_us=_median(r.p50_us for r in runs),
                     p99_us=_median(r.p99_us for r in runs),
-                    server_cpu_per_rt_us=_median_or_none(per_rt),
+                    server_cpu_per_rt_us=median_or_none(per_rt),
                     client_busy=_median(clamp_share(r.client_cpu) for r in runs),
                     client_busy_max=max(clamp_share(r.client_cpu) for r in runs),
-                    noise=_noise(
+                    noise=noise(
                         [r.client_cpu for r in runs],
                         [r.client_preempted for r in runs],
                         ratios,
                     ),
                 )
+            )
+        return rows
+
+    def line_rows(self) -> list[LineRow]:
+        """A `LineRow` for each line server's `Row`, in the same order."""
+        rates: dict[tuple[str, int, int, int], dict[int, float]] = {}
+        for run in self.runs:
+            key = (run.server, run.size, run.connections, run.pipeline)
+            rates.setdefault(key, {})[run.repeat] = run.rate
+        rows = []
+        for row in self.rows():
+            config = self._config(row.server)
+            if config is None or not config.lines:
+                continue
+            yardstick = line_yardstick(config).name
+            mine = rates[(row.server, row.size, row.connections, row.pipeline)]
+            theirs = rates.get((yardstick, row.size, row.connections, row.pipeline), {})
+            ratios = tuple(
+                rate / theirs[repeat]
+                for repeat, rate in mine.items()
+                if theirs.get(repeat, 0.0) > 0
+            )
+            rows.append(
+                LineRow(row, yardstick, _median(ratios) if ratios else None, ratios)
             )
         return rows
 
@@ -467,13 +598,13 @@ class Report:
                     ratio=_median(ratios) if ratios else None,
                     ratios=ratios,
                     mib_per_s=_median(r.mib_per_s for r in runs),
-                    server_cpu_per_mib_us=_median_or_none(per_mib),
-                    server_busy=_median_or_none(busy),
+                    server_cpu_per_mib_us=median_or_none(per_mib),
+                    server_busy=median_or_none(busy),
                     client_busy=_median(clamp_share(r.client_cpu) for r in runs),
                     client_busy_max=max(clamp_share(r.client_cpu) for r in runs),
                     # The bulk client sleeps while it waits: no preemption
                     # to tell from its CPU time.
-                    noise=_noise([r.client_cpu for r in runs], [], ratios),
+                    noise=noise([r.client_cpu for r in runs], [], ratios),
                 )
             )
         return rows
@@ -518,6 +649,10 @@ class Report:
                 for config in self.servers
             ],
             "summary": [row.to_json() for row in self.rows()],
+            "lines": {
+                "reference": LINE_REFERENCE,
+                "summary": [row.to_json() for row in self.line_rows()],
+            },
             "idle": [
                 {**row.result.to_json(), "ratio": row.ratio} for row in self.idle_rows()
             ],
@@ -631,7 +766,9 @@ class Report:
         ]
         rows = self.rows()
         flagged = noisy = False
-        for size, connections in self.points():
+        for size, connections, pipeline in self.points():
+            if pipeline > 1:
+                continue  # in the line-protocol section, with lines/s
             out += [f"## {size_label(size)} × {connections} connections", ""]
             out += [
                 (
@@ -641,16 +778,16 @@ class Report:
                 "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
             ]
             for row in rows:
-                if (row.size, row.connections) != (size, connections):
+                if (row.size, row.connections, row.pipeline) != (size, connections, 1):
                     continue
                 flagged |= row.client_bound
                 noisy |= row.noisy
                 name = f"**{row.server}**" if row.ours else row.server
                 out.append(
-                    f"| {_ratio(row.ratio)} | {_ratio(row.cpu_ratio)} | {name} "
-                    f"| {row.rate:,.0f} "
-                    f"| {row.mib_per_s:,.1f} | {_us(row.p50_us)} | {_us(row.p99_us)} "
-                    f"| {_us(row.server_cpu_per_rt_us)} | {row.client_busy:.0%} "
+                    f"| {format_ratio(row.ratio)} | {format_ratio(row.cpu_ratio)} "
+                    f"| {name} | {row.rate:,.0f} | {row.mib_per_s:,.1f} "
+                    f"| {format_us(row.p50_us)} | {format_us(row.p99_us)} "
+                    f"| {format_us(row.server_cpu_per_rt_us)} | {row.client_busy:.0%} "
                     f"| {row.note('¹')} |"
                 )
             out.append("")
@@ -658,6 +795,7 @@ class Report:
             out += [f"¹ {_CLIENT_BOUND_NOTE}", ""]
         if noisy:
             out += [_NOISY_NOTE, ""]
+        out += self._lines_markdown()
         out += self._idle_markdown()
         out += self._fairness_markdown()
         out += self._bulk_markdown()
@@ -677,23 +815,25 @@ class Report:
             f"× {REFERENCE}", "CPU/rt ×", "server", "rt/s", "MiB/s",
             "p50 µs", "p99 µs", "srv µs/rt", "client", "",
         )  # fmt: skip
-        for size, connections in self.points():
+        for size, connections, pipeline in self.points():
+            if pipeline > 1:
+                continue  # in the line-protocol section, with lines/s
             cells: list[tuple[str, ...]] = [head]
             for row in rows:
-                if (row.size, row.connections) != (size, connections):
+                if (row.size, row.connections, row.pipeline) != (size, connections, 1):
                     continue
                 flagged |= row.client_bound
                 noisy |= row.noisy
                 cells.append(
                     (
-                        _ratio(row.ratio),
-                        _ratio(row.cpu_ratio),
+                        format_ratio(row.ratio),
+                        format_ratio(row.cpu_ratio),
                         f"{row.server}{' *' if row.ours else ''}",
                         f"{row.rate:,.0f}",
                         f"{row.mib_per_s:,.1f}",
-                        _us(row.p50_us),
-                        _us(row.p99_us),
-                        _us(row.server_cpu_per_rt_us),
+                        format_us(row.p50_us),
+                        format_us(row.p99_us),
+                        format_us(row.server_cpu_per_rt_us),
                         f"{row.client_busy:.0%}",
                         row.note(),
                     )
@@ -704,6 +844,7 @@ class Report:
             out += ["", _CLIENT_BOUND_NOTE]
         if noisy:
             out += ["", _NOISY_NOTE]
+        out += self._lines_text()
         out += self._idle_text()
         out += self._fairness_text()
         out += self._bulk_text()
@@ -717,6 +858,126 @@ class Report:
         if not self._ours(server):
             return server
         return f"**{server}**" if markdown else f"{server} *"
+
+    def _line_points(self) -> list[tuple[tuple[int, int, int], list[LineRow]]]:
+        """The line rows by point, in the order the points were first run."""
+        by_point: dict[tuple[int, int, int], list[LineRow]] = {}
+        for line in self.line_rows():
+            row = line.row
+            by_point.setdefault((row.size, row.connections, row.pipeline), []).append(
+                line
+            )
+        return [
+            (point, by_point[point]) for point in self.points() if point in by_point
+        ]
+
+    def _lines_markdown(self) -> list[str]:
+        points = self._line_points()
+        if not points:
+            return []
+        out = [
+            "## Line protocols",
+            "",
+            (
+                "Every line server: ours, and the line echo each peer's "
+                f"documentation shows (`{LINE_REFERENCE}`: asyncio streams' "
+                "`readline`; `twisted-linereceiver`: Twisted's `LineReceiver` on "
+                "its epoll reactor; `anyio-asyncio`, `anyio-trio`: AnyIO's "
+                "`receive_until` on asyncio and on Trio; `gevent`: a "
+                "`StreamServer` reading `makefile().readline()`), each echoing "
+                "every line with its newline. First its round trips per second "
+                f"as a multiple of `{REFERENCE}`'s, as above; then as a multiple "
+                f"of `{LINE_REFERENCE}`'s on the same loop (on asyncio's for a "
+                "peer that brings its own), both the median over repeats of "
+                "each repeat's own ratio, higher is better; then medians of the "
+                "lines echoed per second, of the p99 round trip, and of the "
+                "server's CPU time per line (lower is better; it stays "
+                "meaningful when the load client set the pace). A pipelined "
+                "write carries several lines at once, and the client waits for "
+                "the echo of all of them before the next. Every echoed byte "
+                "was verified. **Bold**: tornado_echo's own servers."
+            ),
+            "",
+        ]
+        flagged = noisy = False
+        for (size, connections, pipeline), lines in points:
+            out += [
+                f"### {_line_point_label(size, pipeline)} × {connections} connections",
+                "",
+            ]
+            pipelined = pipeline > 1
+            out += [
+                (
+                    f"| × {REFERENCE} | × {LINE_REFERENCE} | server | lines/s "
+                    + ("| round trips/s " if pipelined else "")
+                    + "| p99 µs | server CPU µs/line | client busy | note |"
+                ),
+                "|---:|---:|---|---:|"
+                + ("---:|" if pipelined else "")
+                + "---:|---:|---:|---|",
+            ]
+            for line in lines:
+                row = line.row
+                flagged |= row.client_bound
+                noisy |= row.noisy
+                rate = f"| {row.rate:,.0f} " if pipelined else ""
+                out.append(
+                    f"| {format_ratio(row.ratio)} | {format_ratio(line.yardstick_ratio)} "
+                    f"| {self._name(row.server, True)} | {row.lines_per_s:,.0f} "
+                    f"{rate}| {format_us(row.p99_us)} "
+                    f"| {format_us(row.server_cpu_per_line_us)} "
+                    f"| {row.client_busy:.0%} | {row.note('³')} |"
+                )
+            out.append("")
+        if flagged:
+            out += [f"³ {_CLIENT_BOUND_NOTE}", ""]
+        if noisy:
+            out += [_NOISY_NOTE, ""]
+        return out
+
+    def _lines_text(self) -> list[str]:
+        points = self._line_points()
+        if not points:
+            return []
+        out = [
+            "",
+            (
+                f"line protocols: × {REFERENCE}, × {LINE_REFERENCE} on the same "
+                "loop (higher is better), and server CPU time per line"
+            ),
+        ]
+        noisy = False
+        for (size, connections, pipeline), lines in points:
+            pipelined = pipeline > 1
+            cells: list[tuple[str, ...]] = [
+                (
+                    f"× {REFERENCE}", f"× {LINE_REFERENCE}", "server", "lines/s",
+                    *(("rt/s",) if pipelined else ()),
+                    "p99 µs", "srv µs/line", "client", "",
+                )
+            ]  # fmt: skip
+            for line in lines:
+                row = line.row
+                noisy |= row.noisy
+                cells.append(
+                    (
+                        format_ratio(row.ratio),
+                        format_ratio(line.yardstick_ratio),
+                        self._name(row.server, False),
+                        f"{row.lines_per_s:,.0f}",
+                        *((f"{row.rate:,.0f}",) if pipelined else ()),
+                        format_us(row.p99_us),
+                        format_us(row.server_cpu_per_line_us),
+                        f"{row.client_busy:.0%}",
+                        row.note(),
+                    )
+                )
+            label = _line_point_label(size, pipeline)
+            out += ["", f"{label} × {connections} connections"]
+            out += _columns(cells, left={2, len(cells[0]) - 1})
+        if noisy:
+            out += ["", _NOISY_NOTE]
+        return out
 
     def _idle_markdown(self) -> list[str]:
         idle = self.idle_rows()
@@ -745,7 +1006,7 @@ class Report:
         for row in idle:
             r = row.result
             out.append(
-                f"| {_ratio(row.ratio)} | {self._name(r.server, True)} "
+                f"| {format_ratio(row.ratio)} | {self._name(r.server, True)} "
                 f"| {r.bytes_per_connection:,.0f} | {_mib(r.rss_before)} "
                 f"| {_mib(r.rss_after)} | {r.sample_echoed}/{r.sample} |"
             )
@@ -787,7 +1048,7 @@ class Report:
         ]
         for row in rows:
             out.append(
-                f"| {_ratio(row.ratio)} | {row.yardstick} "
+                f"| {format_ratio(row.ratio)} | {row.yardstick} "
                 f"| {self._name(row.server, True)} | {row.p50_ms:.2f} "
                 f"| {row.p99_ms:.2f} | {row.probes:,.0f} "
                 f"| {row.flood_mib_per_s:,.0f} |"
@@ -820,8 +1081,8 @@ class Report:
         ]
         for row in rows:
             out.append(
-                f"| {_ratio(row.ratio)} | {self._name(row.server, True)} "
-                f"| {row.mib_per_s:,.0f} | {_us(row.server_cpu_per_mib_us)} "
+                f"| {format_ratio(row.ratio)} | {self._name(row.server, True)} "
+                f"| {row.mib_per_s:,.0f} | {format_us(row.server_cpu_per_mib_us)} "
                 f"| {_share(row.server_busy)} | {row.client_busy:.0%} "
                 f"| {row.note('²')} |"
             )
@@ -882,7 +1143,7 @@ class Report:
         ]
         cells += [
             (
-                _ratio(row.ratio),
+                format_ratio(row.ratio),
                 self._name(row.result.server, False),
                 f"{row.result.bytes_per_connection:,.0f}",
                 f"{_mib(row.result.rss_before)} MiB",
@@ -906,7 +1167,7 @@ class Report:
         ]
         cells += [
             (
-                _ratio(row.ratio),
+                format_ratio(row.ratio),
                 row.yardstick,
                 self._name(row.server, False),
                 f"{row.p50_ms:.2f}",
@@ -935,10 +1196,10 @@ class Report:
         ]
         cells += [
             (
-                _ratio(row.ratio),
+                format_ratio(row.ratio),
                 self._name(row.server, False),
                 f"{row.mib_per_s:,.0f}",
-                _us(row.server_cpu_per_mib_us),
+                format_us(row.server_cpu_per_mib_us),
                 _share(row.server_busy),
                 f"{row.client_busy:.0%}",
                 row.note(),
@@ -990,7 +1251,8 @@ def _server_config(entry: Mapping[str, Any]) -> ServerConfig:
     )
 
 
-def _ratio(value: float | None) -> str:
+def format_ratio(value: float | None) -> str:
+    """A ratio as the tables show it: ``1.25×``, or ``n/a``."""
     return "n/a" if value is None else f"{value:.2f}×"
 
 
@@ -1009,7 +1271,8 @@ def _back(result: StuckResult) -> str:
     return f"in {result.back_seconds:.1f} s"
 
 
-def _us(value: float | None) -> str:
+def format_us(value: float | None) -> str:
+    """Microseconds as the tables show them: ``1,234``, ``12.3``, or ``n/a``."""
     if value is None:
         return "n/a"
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"

@@ -14,10 +14,17 @@ charts and ``--servers`` use: ``stream``, ``compat --lines`` or, on uvloop,
     ``--impl stream`` with ``TORNADO_ECHO_FASTPATH=0``: only documented
     `.IOStream` hooks, as on a Tornado the fast path was not checked on;
 ``stream --lines``, ``compat --lines``, ``lineserver``
-    ours, echoing lines, so the client must send whole lines.
+    ours, echoing lines, so the client must send whole lines;
+``asyncio-readline``, ``twisted-linereceiver``, ``anyio-asyncio``, ...
+    the line-protocol peers, from `tornado_echo.bench.line_peers`;
+    ``asyncio-readline``, on the same loop, is the `LINE_REFERENCE` of the
+    report's line-protocol table. A peer whose framework is not installed
+    (`ServerKind.requires`) is skipped, with one line that says how to
+    install it (`unavailable`).
 
 `ServerProcess` runs one configuration as ``python -m ...`` on a free
-loopback port, pinned to one CPU, and always stops it.
+loopback port, pinned to one CPU, and always stops it; `BenchServer`, what
+it is built on, does the same for any command, such as a real memcached.
 
 **The malloc environment.** Unless told otherwise (`malloc_env` with
 ``glibc_defaults=True``, ``--glibc-malloc-defaults`` on the command line)
@@ -37,38 +44,49 @@ and 10 connections), which would flatter every ratio taken against it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import importlib.util
 import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from tornado_echo._fastpath import ENV_VAR as FASTPATH_ENV_VAR
-from tornado_echo.loops import LoopName
+from tornado_echo.bench.client import HOST
+from tornado_echo.bench.line_peers import OWN_LOOPS
+from tornado_echo.loops import LOOPS, LoopName
 
 __all__ = [
+    "INSTALL_HINT",
     "KINDS",
+    "LINE_REFERENCE",
     "MALLOC_ENV",
     "REFERENCE",
     "BenchFailure",
+    "BenchServer",
     "ServerConfig",
     "ServerKind",
     "ServerProcess",
     "kind_named",
+    "line_yardstick",
     "malloc_env",
+    "pinned",
     "python_argv",
     "raise_nofile_limit",
     "rss_bytes",
     "start_all",
     "stop_all",
+    "unavailable",
 ]
 
 #: Set in every server's environment unless ``--glibc-malloc-defaults``;
@@ -117,6 +135,17 @@ class ServerKind:
     uvloop_by_default: bool
     #: Extra environment variables for the server process.
     env: tuple[tuple[str, str], ...] = ()
+    #: The modules it imports beyond tornado_echo's own needs (a peer's
+    #: framework); a kind with one missing is skipped (`unavailable`).
+    requires: tuple[str, ...] = ()
+    #: The event loop it brings, for a peer that runs on its own (Twisted's
+    #: reactor, Trio, gevent's hub); `None` for those that take ``--loop``.
+    own_loop: str | None = None
+
+    @property
+    def loops(self) -> tuple[LoopName, ...]:
+        """The loops it can be measured on: one, for a kind with its own."""
+        return ("asyncio",) if self.own_loop is not None else LOOPS
 
 
 def _baseline(name: str, *, lines: bool = False, ours: bool = False) -> ServerKind:
@@ -126,6 +155,18 @@ def _baseline(name: str, *, lines: bool = False, ours: bool = False) -> ServerKi
         lines=lines,
         ours=ours,
         uvloop_by_default=name in ("asyncio-protocol", "lineserver"),
+    )
+
+
+def _line_peer(name: str, *requires: str, uvloop: bool = False) -> ServerKind:
+    return ServerKind(
+        name,
+        ("tornado_echo.bench.line_peers", name, "--port", "0"),
+        lines=True,
+        ours=False,
+        uvloop_by_default=uvloop,
+        requires=requires,
+        own_loop=OWN_LOOPS.get(name),
     )
 
 
@@ -152,6 +193,11 @@ KINDS: tuple[ServerKind, ...] = (
     _ours("stream", lines=False),
     _ours("stream", lines=False, public_api=True),
     _ours("compat", lines=False),
+    _line_peer("asyncio-readline", uvloop=True),
+    _line_peer("twisted-linereceiver", "twisted"),
+    _line_peer("anyio-asyncio", "anyio"),
+    _line_peer("anyio-trio", "anyio", "trio"),
+    _line_peer("gevent", "gevent"),
     _ours("stream", lines=True),
     _ours("compat", lines=True),
     _baseline("lineserver", lines=True, ours=True),
@@ -159,6 +205,13 @@ KINDS: tuple[ServerKind, ...] = (
 
 #: The kind every ratio is taken against, on asyncio's own loop.
 REFERENCE = "asyncio-protocol"
+
+#: The kind line servers are also compared with, on the same loop: asyncio
+#: streams' ``readline``, the line echo asyncio users write.
+LINE_REFERENCE = "asyncio-readline"
+
+#: How to install what a skipped peer needs.
+INSTALL_HINT = "pip install 'tornado_echo[bench]'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,13 +241,17 @@ class ServerConfig:
         return self.kind.name == REFERENCE and self.loop == "asyncio"
 
     def argv(self) -> list[str]:
+        if self.kind.own_loop is not None:
+            return python_argv("-m", *self.kind.args)
         return python_argv("-m", *self.kind.args, "--loop", self.loop)
 
     def to_json(self) -> dict[str, object]:
         return {
             "name": self.name,
             "kind": self.kind.name,
+            # "asyncio" for a peer with a loop of its own, which event_loop names.
             "loop": self.loop,
+            "event_loop": self.kind.own_loop or self.loop,
             "lines": self.lines,
             "ours": self.ours,
             "reference": self.is_reference,
@@ -208,6 +265,28 @@ def kind_named(name: str) -> ServerKind:
         if kind.name == name:
             return kind
     raise KeyError(name)
+
+
+def line_yardstick(config: ServerConfig) -> ServerConfig:
+    """The `LINE_REFERENCE` a line server ``config`` is compared with.
+
+    The one on the same loop; a peer with a loop of its own is compared with
+    the one on asyncio's.
+    """
+    return ServerConfig(kind_named(LINE_REFERENCE), config.loop)
+
+
+def unavailable(kind: ServerKind) -> str | None:
+    """Why ``kind`` cannot run here, in one phrase; `None` if it can.
+
+    >>> unavailable(kind_named("stream")) is None
+    True
+    """
+    missing = [name for name in kind.requires if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    verb = "is" if len(missing) == 1 else "are"
+    return f"{' and '.join(missing)} {verb} not installed ({INSTALL_HINT})"
 
 
 def python_argv(*args: str) -> list[str]:
@@ -258,12 +337,35 @@ def rss_bytes(pid: int) -> int:
     raise BenchFailure(f"no VmRSS in /proc/{pid}/status")
 
 
-class ServerProcess:
-    """One `ServerConfig` running in a subprocess on 127.0.0.1.
+@contextlib.contextmanager
+def pinned(cpu: int | None) -> Iterator[None]:
+    """Keep this thread on ``cpu`` for the body (unless `None`).
 
-    `start` launches it (pinned to ``cpu`` unless that is `None`), `wait_ready`
-    waits for its ``listening on 127.0.0.1:PORT`` line, `stop` ends it. Used
-    as a context manager it is started and waited for on entry and always
+    A process started in the body inherits the CPU before its first
+    instruction, so every thread it ever starts runs there too: pinning a
+    process from outside once it runs would catch only the threads it has
+    by then, and memcached starts its threads at once.
+    """
+    if cpu is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+class BenchServer:
+    """A server process on 127.0.0.1, started from any command line.
+
+    `start` launches ``argv`` (`pinned` to ``cpu`` unless that is `None`),
+    `wait_ready` waits until it listens, `stop` ends it. With ``port``
+    `None` it announces its port on stderr (``listening on
+    127.0.0.1:PORT``), as our servers and the peers do; otherwise it listens
+    once it accepts a connection on ``port``, as memcached does. Used as a
+    context manager it is started and waited for on entry and always
     stopped on exit, so no child outlives the benchmark.
 
     Its stderr is read on a thread: the server can never block on a full
@@ -272,25 +374,24 @@ class ServerProcess:
 
     def __init__(
         self,
-        config: ServerConfig,
+        name: str,
+        argv: Sequence[str],
         *,
+        port: int | None = None,
         cpu: int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.config = config
+        self.name = name
+        self.argv = list(argv)
         self.cpu = cpu
         self.env = dict(os.environ if env is None else env)
-        self.env.update(config.kind.env)
-        self.port: int | None = None
+        self.port = port
+        self._announces = port is None
         self._proc: subprocess.Popen[str] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
         self._ready = threading.Event()
         self._terminated = False
         self._reader: threading.Thread | None = None
-
-    @property
-    def name(self) -> str:
-        return self.config.name
 
     @property
     def pid(self) -> int:
@@ -302,20 +403,16 @@ class ServerProcess:
         """Launch the process; returns at once (see `wait_ready`)."""
         if self._proc is not None:
             raise RuntimeError(f"{self.name} was already started")
-        self._proc = subprocess.Popen(
-            self.config.argv(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=self.env,
-            text=True,
-            errors="replace",
-        )
-        if self.cpu is not None:
-            try:
-                os.sched_setaffinity(self._proc.pid, {self.cpu})
-            except ProcessLookupError:
-                pass  # it died already; wait_ready reports why
+        with pinned(self.cpu):
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=self.env,
+                text=True,
+                errors="replace",
+            )
         self._reader = threading.Thread(
             target=self._read_stderr, name=f"stderr of {self.name}", daemon=True
         )
@@ -332,19 +429,40 @@ class ServerProcess:
         self._ready.set()  # EOF: it exited; wake wait_ready to say so
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> int:
-        """Wait for the listening line; returns the port.
+        """Wait until it listens; returns the port.
 
-        Raises `BenchFailure` if the server exits or stays silent for
-        ``timeout`` seconds.
+        Raises `BenchFailure` if the server exits first, or does not listen
+        (or, announcing, say so) within ``timeout`` seconds.
         """
-        if not self._ready.wait(timeout):
-            raise self.failure(
-                f"{self.name} did not say it was listening within {timeout:g} s"
-            )
-        if self.port is None:
+        if self._announces:
+            if not self._ready.wait(timeout):
+                raise self.failure(
+                    f"{self.name} did not say it was listening within {timeout:g} s"
+                )
+            listening = self.port is not None
+        else:
+            listening = self._accepts(timeout)
+        if not listening:
             self._wait_exit(1.0)
             raise self.failure(f"{self.name} exited before listening")
+        assert self.port is not None
         return self.port
+
+    def _accepts(self, timeout: float) -> bool:
+        """Whether it accepts a connection on `port` before it exits."""
+        assert self.port is not None
+        deadline = time.monotonic() + timeout
+        while self.returncode() is None:
+            try:
+                socket.create_connection((HOST, self.port), timeout=1.0).close()
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise self.failure(
+                        f"{self.name} was not listening within {timeout:g} s"
+                    ) from None
+                time.sleep(0.01)
+        return False
 
     def tail(self) -> list[str]:
         """The last lines the server wrote to stderr."""
@@ -357,7 +475,7 @@ class ServerProcess:
     def failure(self, reason: str) -> BenchFailure:
         """A `BenchFailure` for ``reason``, with the server's last words."""
         status = self.returncode()
-        head = [f"{self.name}: {' '.join(self.config.argv()[1:])}"]
+        head = [f"{self.name}: {' '.join(self.argv[1:])}"]
         if status is not None:
             self._wait_exit(1.0)  # let the reader collect its last lines
             head.append(f"exit status {status}")
@@ -444,7 +562,30 @@ class ServerProcess:
         self.stop()
 
 
-def start_all(servers: Iterable[ServerProcess], timeout: float = START_TIMEOUT) -> None:
+class ServerProcess(BenchServer):
+    """One `ServerConfig` running in a subprocess on 127.0.0.1.
+
+    A `BenchServer` that runs ``config``'s command line, with its extra
+    environment, and announces its port.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        cpu: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            config.name,
+            config.argv(),
+            cpu=cpu,
+            env={**(os.environ if env is None else env), **dict(config.kind.env)},
+        )
+        self.config = config
+
+
+def start_all(servers: Iterable[BenchServer], timeout: float = START_TIMEOUT) -> None:
     """Start ``servers`` side by side and wait until each listens.
 
     Starting them together overlaps their interpreter starts. On failure,
@@ -462,7 +603,7 @@ def start_all(servers: Iterable[ServerProcess], timeout: float = START_TIMEOUT) 
         raise
 
 
-def stop_all(servers: Iterable[ServerProcess]) -> None:
+def stop_all(servers: Iterable[BenchServer]) -> None:
     """SIGTERM every server at once, then wait for each (bounded)."""
     servers = list(servers)
     for server in servers:

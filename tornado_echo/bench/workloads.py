@@ -2,12 +2,13 @@
 
 `closed_loop`
     runs `tornado_echo.bench.client` against a running server: a closed loop
-    of echo round trips over a number of connections, every byte checked;
-    returns a `RunResult`.
+    of echo round trips over a number of connections, every byte checked,
+    each message one line or, pipelined, several; returns a `RunResult`.
 `idle`
     holds many connections open to a server that has just started, and
-    reports how much its resident memory grew per connection; returns an
-    `IdleResult`.
+    reports how much its resident memory grew per connection (each
+    connection echoes one line, so line servers are measured too); returns
+    an `IdleResult`.
 `fairness`
     runs `tornado_echo.bench.pressure`'s flood and probe against a running
     server: a light client's round trips while busy connections keep the
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tornado_echo.bench.client import HOST, ClientResult, process_cpu_seconds
 from tornado_echo.bench.servers import (
     BenchFailure,
+    BenchServer,
     ServerConfig,
     ServerProcess,
     python_argv,
@@ -65,6 +67,7 @@ __all__ = [
     "fairness_yardstick",
     "idle",
     "result_fields",
+    "run_client",
     "stuck",
 ]
 
@@ -274,8 +277,13 @@ def closed_loop(
     client_cpu: int | None,
     spin: bool = True,
     deadline: float | None = None,
+    pipeline: int = 1,
 ) -> RunResult:
-    """One run of the load client against ``server``, which must be ready."""
+    """One run of the load client against ``server``, which must be ready.
+
+    With ``pipeline`` above 1, each message of ``size`` bytes is that many
+    lines, written at once, whose echoes are all awaited.
+    """
     assert server.port is not None, "the server is not ready"
     argv = python_argv(
         "-m", "tornado_echo.bench.client",
@@ -292,10 +300,15 @@ def closed_loop(
         argv.append("--no-spin")
     if server.config.lines:
         argv.append("--lines")
-    what = f"{server.name}, {size} B × {connections} connections"
-    result = _run_client(
-        server, argv, what, warmup + duration + _CLIENT_GRACE, deadline
-    )
+    if pipeline > 1:
+        argv += ["--pipeline", str(pipeline)]
+        what = (
+            f"{server.name}, {pipeline} lines of {size // pipeline} B per write × "
+            f"{connections} connections"
+        )
+    else:
+        what = f"{server.name}, {size} B × {connections} connections"
+    result = run_client(server, argv, what, warmup + duration + _CLIENT_GRACE, deadline)
     run = _from_json(RunResult, result, what, server=server.name, repeat=repeat)
     _check_verified(what, run.sent_bytes, run.verified_bytes)
     if run.round_trips <= 0:
@@ -310,16 +323,21 @@ def _check_verified(what: str, sent: int, verified: int) -> None:
         raise BenchFailure(f"{what}: sent {sent:,} bytes but verified {verified:,}")
 
 
-def _run_client(
-    server: ServerProcess,
+def run_client(
+    server: BenchServer,
     argv: list[str],
     what: str,
     own_timeout: float,
-    deadline: float | None,
+    deadline: float | None = None,
+    *,
+    server_detail: bool = True,
 ) -> dict[str, Any]:
     """Run a client process against ``server``; returns the JSON it printed.
 
-    Raises `TimeLimitReached`, or `.BenchFailure` with the client's reason.
+    Raises `TimeLimitReached`, or `.BenchFailure` with the client's reason,
+    whose detail is the server's last stderr lines; with ``server_detail``
+    false, only if the server has exited (a client's reason is then all
+    there is to say).
     """
     timeout, limited = _bounded(own_timeout, deadline)
     try:
@@ -336,8 +354,10 @@ def _run_client(
         if limited:
             raise TimeLimitReached(what) from None
         server.check_alive()
-        raise server.failure(
-            f"{what}: the client did not finish within {timeout:g} s"
+        raise _failure(
+            server,
+            f"{what}: the client did not finish within {timeout:g} s",
+            server_detail,
         ) from None
     result = _parse_client_output(proc.stdout)
     if result is None:
@@ -348,9 +368,15 @@ def _run_client(
         )
     if "error" in result:
         # The client's reason first; whether the server died is in the detail.
-        raise server.failure(f"{what}: {result['error']}")
+        raise _failure(server, f"{what}: {result['error']}", server_detail)
     server.check_alive()
     return result
+
+
+def _failure(server: BenchServer, reason: str, server_detail: bool) -> BenchFailure:
+    if server_detail or server.returncode() is not None:
+        return server.failure(reason)
+    return BenchFailure(reason)
 
 
 def result_fields(cls: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
@@ -556,7 +582,7 @@ def fairness(
     what = f"{server.name}, fairness under {connections} floods"
     # Three interpreter starts, two of them on a CPU the flood keeps busy.
     own_timeout = warmup + duration + 2 * _CLIENT_GRACE
-    result = _run_client(server, argv, what, own_timeout, deadline)
+    result = run_client(server, argv, what, own_timeout, deadline)
     run = _from_json(
         FairnessResult, result, what,
         server=server.name, repeat=repeat,
@@ -589,9 +615,7 @@ def bulk(
     if client_cpu is not None:
         argv += ["--cpu", str(client_cpu)]
     what = f"{server.name}, bulk"
-    result = _run_client(
-        server, argv, what, warmup + duration + _CLIENT_GRACE, deadline
-    )
+    result = run_client(server, argv, what, warmup + duration + _CLIENT_GRACE, deadline)
     run = _from_json(BulkResult, result, what, server=server.name, repeat=repeat)
     _check_verified(what, run.sent_bytes, run.verified_bytes)
     if run.echoed_bytes <= 0:
