@@ -856,7 +856,9 @@ def test_redraw_writes_the_tables_and_chart_again_without_measuring(
 
 
 def test_redraw_reads_results_written_before_the_pressure_workloads() -> None:
-    saved = Path(__file__).resolve().parent.parent / "docs/performance/results.json"
+    # A full run's results.json as the bench wrote it before the pressure
+    # workloads and client_preempted existed.
+    saved = Path(__file__).resolve().parent / "data/results-before-pressure.json"
     report = Report.from_json(json.loads(saved.read_text(encoding="utf-8")))
     assert report.runs and report.rows() and not report.bulk
     assert all(run.client_preempted is None for run in report.runs)
