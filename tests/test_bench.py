@@ -119,6 +119,14 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
     return json.loads((out / "results.json").read_text()), out
 
 
+@pytest.mark.skipif(
+    not os.environ.get("TORNADO_ECHO_REQUIRE_TOOLS"),
+    reason="outside CI, a peer that is not installed is left out",
+)
+def test_ci_has_every_line_peer_so_that_the_smoke_run_covers_them() -> None:
+    assert INSTALLED_PEERS == LINE_PEERS
+
+
 def test_smoke_run_completes_and_every_server_answered(
     smoke: tuple[dict[str, Any], Path],
 ) -> None:
