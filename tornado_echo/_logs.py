@@ -13,9 +13,15 @@ import ssl
 from typing import Any
 
 from tornado.iostream import StreamClosedError
-from tornado.log import app_log
+from tornado.log import app_log, enable_pretty_logging
 
-__all__ = ["conn_log", "format_address", "is_peer_gone", "log_connection_error"]
+__all__ = [
+    "conn_log",
+    "format_address",
+    "is_peer_gone",
+    "log_connection_error",
+    "log_to_stderr",
+]
 
 #: Logger for per-connection events (connects, resets, limits, timeouts).
 conn_log = logging.getLogger("tornado_echo.connection")
@@ -88,3 +94,10 @@ def format_address(address: Any) -> str:
     if isinstance(address, bytes):  # a unix socket in the abstract namespace
         address = address.decode("utf-8", "replace").replace("\0", "@", 1)
     return str(address) or "unix"
+
+
+def log_to_stderr(level: int | str) -> None:
+    """Every logger's records on stderr at ``level`` and above, in Tornado's format."""
+    root = logging.getLogger()
+    enable_pretty_logging(logger=root)
+    root.setLevel(level)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import codecs
 import functools
-import logging
 import signal
 import ssl
 import sys
 from collections.abc import Callable, Sequence
 
-from tornado.log import enable_pretty_logging
-
 from tornado_echo import __version__
+from tornado_echo._logs import log_to_stderr
 from tornado_echo.echo import ByteEcho, EchoFactory, LineEcho
 from tornado_echo.errors import Error
 from tornado_echo.limits import FD_RESERVE, Limits
@@ -353,9 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hosts = args.host if args.host is not None else [_DEFAULT_HOST]
     if args.udp and port is None:
         parser.error("--udp needs a TCP port (--port or --host)")
-    root = logging.getLogger()
-    enable_pretty_logging(logger=root)
-    root.setLevel(args.log_level.upper())
+    log_to_stderr(args.log_level.upper())
     try:
         server = functools.partial(
             make_server,

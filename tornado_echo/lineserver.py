@@ -132,9 +132,7 @@ class LineConnection:
            A plain method returning a `.Future` (it was ``async``); callers
            await it as before.
         """
-        if isinstance(line, str):
-            line = line.encode(self.server.encoding)
-        return self.write(self._framer.frame(line))
+        return self.write(self._framed(line))
 
     def write(self, data: bytes) -> Future[None]:
         """Send raw bytes; await the result.
@@ -159,14 +157,17 @@ class LineConnection:
 
         Returns the write once enough is owed that it should not wait.
         """
-        if isinstance(reply, str):
-            reply = reply.encode(self.server.encoding)
-        data = self._framer.frame(reply)
+        data = self._framed(reply)
         self._owed.append(data)
         self._owed_size += len(data)
         if self._owed_size >= _OWED_LIMIT:
             return self._pay()
         return None
+
+    def _framed(self, line: bytes | str) -> bytes:
+        if isinstance(line, str):
+            line = line.encode(self.server.encoding)
+        return self._framer.frame(line)
 
     def _pay_what_it_can(self) -> None:
         """Hand what is owed to the kernel, if it takes it, without waiting."""
@@ -261,7 +262,6 @@ class LineConnection:
         return not self._at_eof
 
     def _received(self, data: bytes) -> None:
-        # What serve_stream does inline, on its hot path.
         if not data:
             self._at_eof = True
         self._turn.after_read(len(data) == self._chunk_size)
@@ -540,12 +540,7 @@ class LineServer(TrackedTCPServer):
                             if conn._closed or exc.real_error is not None:
                                 raise
                             data = b""  # the peer's FIN
-                        if not data:
-                            conn._at_eof = True
-                        full = len(data) == chunk_size
-                        if full or turn.running:
-                            turn.after_read(full)
-                        framer.receive_data(data)
+                        conn._received(data)
                         # The first line of a read goes straight on: if the
                         # read came back short, the next one waits for the
                         # poller anyway, so there is no turn to give up.
@@ -557,8 +552,8 @@ class LineServer(TrackedTCPServer):
                     if conn._owed:
                         await conn._pay()
                     await next_turn()
+                conn._partial_checked = False  # that line is done
                 if event.__class__ is Line:
-                    conn._partial_checked = False
                     conn.lines += 1
                     line = event.data
                     if not (batches and (conn._owed or framer.buffered)):
@@ -591,7 +586,6 @@ class LineServer(TrackedTCPServer):
                         if paying is not None:
                             await paying
                     continue
-                conn._partial_checked = False
                 if conn._owed:
                     await conn._pay()
                 if isinstance(event, LineTooLong):

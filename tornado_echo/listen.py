@@ -314,10 +314,8 @@ class ListenOn:
 
     def __post_init__(self) -> None:
         port, host = self.port, self.host
-        if port is not None and not (
-            isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535
-        ):
-            raise ValueError(f"port must be None or 0 to 65535, not {port!r}")
+        if port is not None:
+            _check_port(port)
         if isinstance(host, Sequence) and not isinstance(host, str):
             # A tuple, whatever sequence was given: the value stays frozen.
             object.__setattr__(self, "host", tuple(host))

@@ -60,7 +60,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["MAX_PER_CPU", "resolve_count", "supervise"]
+__all__ = ["MAX_PER_CPU", "resolve_count", "supervise", "usable_cpus"]
 
 log = logging.getLogger("tornado_echo")
 
@@ -88,6 +88,17 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 MAX_PER_CPU = 32
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (`os.sched_getaffinity`).
+
+    >>> usable_cpus() == len(os.sched_getaffinity(0))
+    True
+
+    .. versionadded:: 0.3.0
+    """
+    return len(os.sched_getaffinity(0))
+
+
 def resolve_count(processes: int) -> int:
     """The number of workers ``processes`` asks for: 0 means one per CPU.
 
@@ -107,7 +118,7 @@ def resolve_count(processes: int) -> int:
         raise ValueError(
             f"processes must be 0 (one per CPU) or a positive count, not {processes!r}"
         )
-    cpus = len(os.sched_getaffinity(0))
+    cpus = usable_cpus()
     if processes > MAX_PER_CPU * cpus:
         raise ValueError(
             f"processes must be at most {MAX_PER_CPU * cpus} ({MAX_PER_CPU} per "

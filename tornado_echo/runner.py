@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from tornado.ioloop import PeriodicCallback
-from tornado.log import enable_pretty_logging
 
 from tornado_echo import systemd
+from tornado_echo._logs import log_to_stderr
 from tornado_echo._signals import StopSignals
 from tornado_echo.echo import ByteEcho, EchoFactory
 from tornado_echo.errors import Error
@@ -381,10 +381,10 @@ def run(
     inherited = [sock for _, sock in activated]
     if processes == 1:
         return how.serve(spec, inherited or where)
-    from tornado_echo.processes import resolve_count
+    from tornado_echo.processes import resolve_count, usable_cpus
 
     count = resolve_count(processes)
-    cpus = len(os.sched_getaffinity(0))
+    cpus = usable_cpus()
     if count > cpus:
         log.warning(
             "%d worker processes on %d usable CPU(s): workers beyond one per "
@@ -411,10 +411,7 @@ def _log_to_stderr_unless_configured() -> None:
     """
     if log.hasHandlers() or log.level != logging.NOTSET:
         return
-    root = logging.getLogger()
-    enable_pretty_logging(logger=root)
-    if root.level > logging.INFO:
-        root.setLevel(logging.INFO)
+    log_to_stderr(min(logging.getLogger().level, logging.INFO))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
